@@ -1,0 +1,71 @@
+"""The shared base of every experiment config.
+
+Experiment files in `experiments/` start from `get_base_config()` and change only what differs.
+Units follow NVIDIA's StyleGAN2-ADA: run lengths and EMA half-life in kimg (thousands of real images
+shown to D), R1 strength as gamma.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  # Explicit checkpoint directory (an Orbax step dir or a checkpoints/ dir) to start from when the
+  # workdir has none of its own. The workdir's latest checkpoint always wins.
+  config.resume = ''
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'stylegan2'
+  config.model.z_dim = 512
+  config.model.w_dim = 512
+  config.model.mapping_layers = 8
+  config.model.channel_base = 32768  # channels at resolution r: min(channel_base // r, channel_max)
+  config.model.channel_max = 512
+  config.model.conv_clamp = 0  # clamp activations to +-conv_clamp (0: off); NVIDIA uses 256 with fp16
+  config.model.mbstd_group_size = 4
+  config.model.mbstd_num_channels = 1
+  config.model.conditional = False  # use the dataset's labels (class count comes from the dataset)
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'fashion_mnist_local'
+  config.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
+  config.data.source_dir = '/usr/share/datasets/fashion-mnist'  # raw files for local builders
+  config.data.split = 'train'
+  config.data.xflip = False
+  config.data.prefetch = 2  # batches read ahead by a background thread
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 32  # global batch, split over all devices of all processes
+  config.train.kimg = 25000  # run length in thousands of real images
+  config.train.max_steps = 0  # optional hard stop in steps (0: none)
+  config.train.g_lr = 0.002
+  config.train.d_lr = 0.002
+  config.train.adam_b1 = 0.0
+  config.train.adam_b2 = 0.99
+  config.train.adam_eps = 1e-8
+  config.train.r1_gamma = 10.0
+  config.train.r1_interval = 16  # lazy R1: every N steps (0: never)
+  config.train.pl_weight = 2.0  # path-length regularisation weight (0: off)
+  config.train.pl_interval = 4  # lazy path length: every N steps (0: never)
+  config.train.pl_decay = 0.01  # EMA rate of the path-length target pl_mean
+  config.train.pl_batch_shrink = 2  # the pl pass uses batch_size // pl_batch_shrink latents
+  config.train.style_mixing_prob = 0.9
+  config.train.ema_kimg = 10.0  # half-life of the G_ema weights, in kimg
+  config.train.ema_rampup = 0.0  # >0: half-life at most this fraction of the images seen so far
+  config.train.w_avg_beta = 0.995  # decay of the tracked average w used for truncation
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1  # devices on the data-parallel axis (-1: all devices)
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 500
+  config.checkpoint.keep = 3
+
+  config.log = ml_collections.ConfigDict()
+  config.log.every_steps = 50  # one progress line and scalar summary per tick
+  config.log.image_every_steps = 500  # sample grid from G_ema (also saved as PNG in the workdir)
+  config.log.grid_rows = 8
+  config.log.grid_cols = 8
+  config.log.grid_psi = 1.0
+  return config

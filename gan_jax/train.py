@@ -1,0 +1,184 @@
+"""train_and_evaluate(config, workdir): mesh, data, state, the jitted step and the loop."""
+
+import json
+from absl import logging
+import math
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from clu import metric_writers
+from etils import epath
+
+from gan_jax import checkpointing
+from gan_jax import models
+from gan_jax import optim
+from gan_jax import sharding
+from gan_jax import state as state_lib
+from gan_jax import train_step as train_step_lib
+from gan_jax.data import pipeline
+
+
+def total_steps(train_config) -> int:
+  """Steps in the run: config.train.kimg worth of images, capped by config.train.max_steps."""
+  steps = math.ceil(train_config.kimg * 1000 / train_config.batch_size)
+  if train_config.max_steps > 0:
+    steps = min(steps, train_config.max_steps)
+  return steps
+
+
+def build(config, info: pipeline.DataInfo):
+  """(G, D, c_dim) for the config and the dataset it trains on."""
+  c_dim = info.num_classes if config.model.conditional else 0
+  G, D = models.build(config.model, info.resolution, info.channels, c_dim)
+  return G, D, c_dim
+
+
+def make_generate_fn(G):
+  """jit(ema_params, ema_buffers, z, c, psi) -> images, noise_mode 'const' (reproducible)."""
+  def generate(params, buffers, z, c, psi):
+    return G.apply({'params': params, 'buffers': buffers}, z, c, truncation_psi=psi,
+                   noise_mode='const')
+  return jax.jit(generate)
+
+
+def grid_latents(config, G, c_dim: int):
+  """Fixed latents (and labels cycling through the classes) for the sample grid."""
+  n = config.log.grid_rows * config.log.grid_cols
+  rng = np.random.default_rng([config.seed, 12345])
+  z = rng.standard_normal((n, G.z_dim)).astype(np.float32)
+  c = (np.eye(c_dim, dtype=np.float32)[np.arange(n) % c_dim] if c_dim
+       else np.zeros((n, 0), np.float32))
+  return z, c
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """[-1, 1] float -> uint8 with NVIDIA's convention x * 127.5 + 128, clipped."""
+  return np.clip(np.asarray(images) * 127.5 + 128, 0, 255).astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+  """(rows*cols, H, W, C) uint8 -> (rows*H, cols*W, C)."""
+  n, h, w, ch = images.shape
+  assert n == rows * cols, (n, rows, cols)
+  return images.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
+
+
+def save_png(path: epath.Path, grid: np.ndarray) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  with path.open('wb') as f:
+    img.save(f, format='PNG')
+
+
+def _average(metrics_list: Sequence[dict]) -> dict:
+  """Means over the tick of every metric (regularisers only count the steps that ran them)."""
+  fetched = jax.device_get(list(metrics_list))
+  out = {}
+  for key in sorted({k for m in fetched for k in m}):
+    out[key] = float(np.mean([m[key] for m in fetched if key in m]))
+  return out
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Device]] = None):
+  """Trains (resuming from the workdir when it holds checkpoints); returns the final state."""
+  workdir_path = epath.Path(workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    workdir_path.mkdir(parents=True, exist_ok=True)
+    (workdir_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+  info = pipeline.dataset_info(config.data)
+  G, D, c_dim = build(config, info)
+  g_tx, d_tx = optim.make_optimizers(config.train)
+  batch_size = config.train.batch_size
+
+  mesh = sharding.make_mesh(config.mesh, devices)
+  if batch_size % mesh.size:
+    raise ValueError(f'config.train.batch_size={batch_size} must be divisible by the '
+                     f'{mesh.size} devices of the mesh.')
+  rep, batch_shard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
+  state_shard = sharding.state_sharding(mesh, abstract)
+  abstract = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shard)
+  init_fn = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
+                    out_shardings=state_shard)
+
+  ckpt = checkpointing.manager(workdir, config.checkpoint)
+  state, _, source = checkpointing.restore_or_init(
+      ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume)
+  step = int(jax.device_get(state.step))
+  num_steps = total_steps(config.train)
+  logging.info('Start from %s (step %d of %d). G %d params, D %d params, %d devices.', source,
+               step, num_steps, state_lib.param_count(state.g_params),
+               state_lib.param_count(state.d_params), mesh.size)
+
+  step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
+  step_fn = train_step_lib.jit_train_step(
+      train_step_lib.make_train_step(G, D, g_tx, d_tx, step_cfg, batch_shard),
+      state_shard, batch_shard, rep)
+  generate = make_generate_fn(G)
+  grid_z, grid_c = grid_latents(config, G, c_dim)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
+                                                asynchronous=False)
+  hparams = optim.effective_hparams(config.train)
+
+  def write_grid(state, step):
+    images = to_uint8(generate(state.ema_params, state.ema_buffers, grid_z, grid_c,
+                               jnp.float32(config.log.grid_psi)))
+    grid = make_grid(images, config.log.grid_rows, config.log.grid_cols)
+    if is_main:
+      writer.write_images(step, {'samples': grid[None]})
+      save_png(workdir_path / f'samples_{step:07d}.png', grid)
+
+  def save(state, step):
+    checkpointing.save(ckpt, state, {'step': step, 'kimg': step * batch_size / 1000})
+
+  data = pipeline.InputPipeline(config.data, batch_size, config.seed, jax.process_index(),
+                                jax.process_count(), start_step=step)
+  compiled_variants = set()
+  tick_metrics, tick_start, tick_step = [], time.time(), step
+  with data:
+    if step == 0:
+      write_grid(state, 0)
+    while step < num_steps:
+      batch = sharding.global_batch(next(data), batch_shard, batch_size)
+      flags = step_cfg.regularize(step)
+      compiled_variants.add(flags)
+      state, metrics = step_fn(state, batch, *flags)
+      tick_metrics.append(metrics)
+      step += 1
+      if step % config.log.every_steps == 0 or step == num_steps:
+        scalars = _average(tick_metrics)  # the only host sync: once per tick
+        elapsed = time.time() - tick_start
+        images_done = (step - tick_step) * batch_size
+        sec_per_kimg = elapsed / (images_done / 1000)
+        kimg = step * batch_size / 1000
+        eta = sec_per_kimg * (num_steps - step) * batch_size / 1000
+        scalars.update({'timing/sec_per_kimg': sec_per_kimg,
+                        'timing/img_per_sec': images_done / elapsed, 'progress/kimg': kimg,
+                        'timing/compiled_variants': len(compiled_variants)})
+        scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
+        writer.write_scalars(step, scalars)
+        logging.info('step %d  kimg %.1f  sec/kimg %.2f  img/s %.1f  ETA %s  G %.3f  D %.3f',
+                     step, kimg, sec_per_kimg, images_done / elapsed, _fmt_time(eta),
+                     scalars['loss/G'], scalars['loss/D'])
+        tick_metrics, tick_start, tick_step = [], time.time(), step
+      if step % config.log.image_every_steps == 0 or step == num_steps:
+        write_grid(state, step)
+      if step % config.checkpoint.every_steps == 0 or step == num_steps:
+        save(state, step)
+  ckpt.wait_until_finished()
+  ckpt.close()
+  writer.flush()
+  return state
