@@ -1,0 +1,1 @@
+"""Command-line and conversion tools (weight import, generation, ...)."""
