@@ -1,0 +1,237 @@
+"""The per-process input pipeline: TFDS random access, exact resume, prefetch.
+
+  from gan_jax.data import pipeline
+
+  info = pipeline.dataset_info(config.data)        # resolution, classes, ...
+  with pipeline.InputPipeline(config.data, global_batch_size=64, seed=0,
+                              process_index=jax.process_index(),
+                              process_count=jax.process_count(),
+                              start_step=int(state.step)) as data:
+    batch = next(data)  # {'image': f32 (64 / P, H, W, C) in [-1, 1],
+                        #  'label': i32 (64 / P,)}
+
+Which examples land in which batch is decided by `gan_jax.data.sampler`: a pure
+function of (seed, step), so a run resumed at step s sees exactly the batches an
+uninterrupted run would have seen, and the global batch does not depend on the
+number of processes. Each process reads only its own slice, by random access
+into the ArrayRecord files TFDS wrote (`builder.as_data_source(split)`).
+
+`config.data` fields:
+  name         registry key in `DATASETS` ('fashion_mnist_local').
+  data_dir     TFDS data_dir; None -> TFDS's default (~/tensorflow_datasets).
+  source_dir   where local builders read their raw files from.
+  split        'train'.
+  xflip        random horizontal flips (a pure function of seed, step, slot).
+  num_workers  threads that read and decode batches.
+  prefetch     batches kept in flight ahead of the consumer.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from gan_jax.data import fashion_mnist
+from gan_jax.data import sampler as sampler_lib
+from gan_jax.data.errors import DatasetError
+
+__all__ = ['DATASETS', 'DataInfo', 'DatasetEntry', 'DatasetError',
+           'InputPipeline', 'dataset_info', 'load_builder']
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetEntry:
+  """How to construct one dataset's TFDS builder from `config.data`.
+
+  Attributes:
+    builder_cls: a `tfds.core.DatasetBuilder` subclass.
+    builder_kwargs: config.data -> extra constructor kwargs (besides data_dir).
+  """
+  builder_cls: type[tfds.core.DatasetBuilder]
+  builder_kwargs: Callable[[Any], Mapping[str, Any]] = lambda _: {}
+
+
+def _fashion_mnist_kwargs(data_config) -> dict[str, Any]:
+  source_dir = data_config.get('source_dir') or fashion_mnist.DEFAULT_SOURCE_DIR
+  return {'source_dir': source_dir}
+
+
+# name -> entry. Add a dataset by writing its builder and one line here.
+DATASETS: Mapping[str, DatasetEntry] = {
+    'fashion_mnist_local': DatasetEntry(fashion_mnist.FashionMnistLocal,
+                                        _fashion_mnist_kwargs),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What models need to know about a dataset split.
+
+  Attributes:
+    resolution: image height == width, in pixels.
+    channels: image channels (1 grayscale, 3 RGB).
+    num_classes: number of label classes (0: unlabeled); for conditional models.
+    num_examples: examples in the split.
+  """
+  resolution: int
+  channels: int
+  num_classes: int
+  num_examples: int
+
+
+def load_builder(data_config, build: bool = True) -> tfds.core.DatasetBuilder:
+  """The TFDS builder named by `data_config.name`, prepared once if `build`.
+
+  Args:
+    data_config: `config.data` (see the module docstring).
+    build: run `download_and_prepare()` when the dataset is not yet prepared
+      in `data_config.data_dir`. Local builders never download anything.
+
+  Raises:
+    DatasetError: unknown name, or the builder's raw files are missing or
+      corrupt (the message says how to fix it).
+  """
+  name = data_config.name
+  if name not in DATASETS:
+    raise DatasetError(f'Unknown dataset {name!r}; known: {sorted(DATASETS)}. '
+                       f'Register new ones in gan_jax/data/pipeline.py.')
+  entry = DATASETS[name]
+  builder = entry.builder_cls(data_dir=data_config.get('data_dir'),
+                              **entry.builder_kwargs(data_config))
+  if build and not builder.is_prepared():
+    builder.download_and_prepare()
+  return builder
+
+
+def _info_from_builder(builder: tfds.core.DatasetBuilder,
+                       split: str) -> DataInfo:
+  features = builder.info.features
+  height, width, channels = features['image'].shape
+  if height != width:
+    raise DatasetError(f'{builder.name}: images are {height}x{width}; '
+                       f'square images expected.')
+  if split not in builder.info.splits:
+    raise DatasetError(f'{builder.name} has no split {split!r}; '
+                       f'it has {sorted(builder.info.splits)}.')
+  num_classes = features['label'].num_classes if 'label' in features else 0
+  return DataInfo(resolution=int(height), channels=int(channels),
+                  num_classes=int(num_classes),
+                  num_examples=int(builder.info.splits[split].num_examples))
+
+
+def dataset_info(data_config) -> DataInfo:
+  """`DataInfo` for `data_config.split`; prepares the dataset if needed."""
+  builder = load_builder(data_config, build=True)
+  return _info_from_builder(builder, data_config.get('split', 'train'))
+
+
+def to_model_range(images: np.ndarray) -> np.ndarray:
+  """uint8 [0, 255] -> float32 [-1, 1] as x / 127.5 - 1."""
+  return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+class InputPipeline:
+  """Infinite iterator over this process's batches for steps start_step, ...
+
+  Batch for step s = `batch_at(s)`, a pure function of (config, seed, s,
+  process_index, process_count). `num_workers` background threads read and
+  decode up to `prefetch` batches ahead. Call `close()` (or use `with`) to stop
+  them.
+
+  Attributes:
+    info: `DataInfo` of the split.
+    step: the step of the batch the next `next()` returns.
+    local_batch_size: global_batch_size // process_count.
+  """
+
+  def __init__(self, data_config, global_batch_size: int, seed: int,
+               process_index: int = 0, process_count: int = 1,
+               start_step: int = 0):
+    if process_count <= 0 or global_batch_size % process_count:
+      raise ValueError(
+          f'global_batch_size={global_batch_size} must be a positive multiple '
+          f'of process_count={process_count}.')
+    if start_step < 0:
+      raise ValueError(f'start_step must be non-negative, got {start_step}.')
+    split = data_config.get('split', 'train')
+    builder = load_builder(data_config, build=True)
+    self.info = _info_from_builder(builder, split)
+    self._source = builder.as_data_source(split)
+    self._sampler = sampler_lib.Sampler(
+        self.info.num_examples, global_batch_size, seed,
+        process_index=process_index, process_count=process_count,
+        xflip=bool(data_config.get('xflip', False)))
+    self.local_batch_size = self._sampler.local_batch_size
+    self.step = int(start_step)
+    self._prefetch = max(1, int(data_config.get('prefetch', 2) or 1))
+    self._executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(1, int(data_config.get('num_workers', 1) or 1)),
+        thread_name_prefix='gan_jax_data')
+    # Futures for steps self.step, self.step + 1, ... in order.
+    self._pending: collections.deque[concurrent.futures.Future] = (
+        collections.deque())
+    self._closed = False
+    self._fill()
+
+  def _read(self, indices: np.ndarray, flips: np.ndarray) -> dict[str, Any]:
+    examples = self._source.__getitems__(indices.tolist())
+    images = np.stack([ex['image'] for ex in examples])  # (N, H, W, C) uint8
+    images = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+    if 'label' in examples[0]:
+      labels = np.array([ex['label'] for ex in examples], np.int32)
+    else:
+      labels = np.zeros(len(examples), np.int32)
+    return {'image': to_model_range(images), 'label': labels}
+
+  def batch_at(self, step: int) -> dict[str, np.ndarray]:
+    """This process's batch for `step`, read synchronously (no prefetch)."""
+    return self._read(*self._sampler.local_batch(step))
+
+  def _fill(self) -> None:
+    # The sampler runs here, on the consumer's thread; workers only read.
+    next_step = self.step + len(self._pending)
+    while len(self._pending) < self._prefetch:
+      indices, flips = self._sampler.local_batch(next_step)
+      self._pending.append(self._executor.submit(self._read, indices, flips))
+      next_step += 1
+
+  def __iter__(self) -> InputPipeline:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._closed:
+      raise RuntimeError('InputPipeline is closed.')
+    future = self._pending.popleft()
+    try:
+      batch = future.result()
+    except BaseException:
+      self.close()
+      raise
+    self.step += 1
+    self._fill()
+    return batch
+
+  def close(self, wait: bool = True) -> None:
+    """Stops the background threads; idempotent."""
+    if self._closed:
+      return
+    self._closed = True
+    for future in self._pending:
+      future.cancel()
+    self._pending.clear()
+    self._executor.shutdown(wait=wait, cancel_futures=True)
+
+  def __enter__(self) -> InputPipeline:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def __del__(self):
+    if getattr(self, '_executor', None) is not None:
+      self.close(wait=False)
