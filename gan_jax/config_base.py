@@ -69,3 +69,16 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.log.grid_cols = 8
   config.log.grid_psi = 1.0
   return config
+
+
+def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """Loads 'experiments/FILE.py[:VARIANT]' as --config would, then applies {'a.b': value}."""
+  from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
+  config = config_flags.ConfigFileFlagParser(name='config', lock_config=False).parse(spec)
+  for key, value in (overrides or {}).items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
