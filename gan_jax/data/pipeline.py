@@ -17,9 +17,11 @@ number of processes. Each process reads only its own slice, by random access
 into the ArrayRecord files TFDS wrote (`builder.as_data_source(split)`).
 
 `config.data` fields:
-  name         registry key in `DATASETS` ('fashion_mnist_local').
+  name         registry key in `DATASETS` ('fashion_mnist_local', 'ffhq/1024',
+               'ffhq/256').
   data_dir     TFDS data_dir; None -> TFDS's default (~/tensorflow_datasets).
   source_dir   where local builders read their raw files from.
+  resize_filter  optional, FFHQ only: 'lanczos' or 'box' (see `ffhq`).
   split        'train'.
   xflip        random horizontal flips (a pure function of seed, step, slot).
   num_workers  threads that read and decode batches.
@@ -31,12 +33,14 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from gan_jax.data import fashion_mnist
+from gan_jax.data import ffhq
 from gan_jax.data import sampler as sampler_lib
 from gan_jax.data.errors import DatasetError
 
@@ -61,10 +65,23 @@ def _fashion_mnist_kwargs(data_config) -> dict[str, Any]:
   return {'source_dir': source_dir}
 
 
+def _ffhq_kwargs(resolution: int, data_config) -> dict[str, Any]:
+  # The base config's source_dir is Fashion-MNIST's; for FFHQ it means 'none
+  # given': the builder then looks in TFDS's manual_dir.
+  source_dir = data_config.get('source_dir')
+  if source_dir == fashion_mnist.DEFAULT_SOURCE_DIR:
+    source_dir = None
+  return {'config': ffhq.builder_config(resolution),
+          'source_dir': source_dir or None,
+          'resize_filter': data_config.get('resize_filter')}
+
+
 # name -> entry. Add a dataset by writing its builder and one line here.
 DATASETS: Mapping[str, DatasetEntry] = {
     'fashion_mnist_local': DatasetEntry(fashion_mnist.FashionMnistLocal,
                                         _fashion_mnist_kwargs),
+    'ffhq/1024': DatasetEntry(ffhq.Ffhq, functools.partial(_ffhq_kwargs, 1024)),
+    'ffhq/256': DatasetEntry(ffhq.Ffhq, functools.partial(_ffhq_kwargs, 256)),
 }
 
 
