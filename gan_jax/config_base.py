@@ -37,7 +37,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 32  # global batch, split over all devices of all processes
-  config.train.kimg = 25000  # run length in thousands of real images
+  config.train.kimg = 25000.0  # run length in thousands of real images
   config.train.max_steps = 0  # optional hard stop in steps (0: none)
   config.train.g_lr = 0.002
   config.train.d_lr = 0.002

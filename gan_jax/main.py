@@ -4,6 +4,9 @@ Any config value can be overridden on the command line, e.g. --config.train.kimg
 Running the same command again resumes from the workdir's latest checkpoint.
 """
 
+import logging as std_logging
+import os
+
 import jax
 from absl import app
 from absl import flags
@@ -19,12 +22,28 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                 lock_config=True)
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-process runs; '
                   'on Cloud TPU and SLURM it finds its peers by itself).')
+flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/gan_jax/xla'),
+                    'Persistent XLA compilation cache ("" to disable): a restarted or resumed run '
+                    'skips recompiling its train step.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _DropLibraryChatter(std_logging.Filter):
+  """Orbax logs every step of every save at INFO; keep its warnings, drop the rest."""
+
+  def filter(self, record):
+    return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  std_logging.getLogger().addFilter(_DropLibraryChatter())
+  for handler in std_logging.getLogger().handlers:
+    handler.addFilter(_DropLibraryChatter())
+  if FLAGS.compilation_cache:
+    jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   if FLAGS.distributed:
     jax.distributed.initialize()
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),

@@ -147,6 +147,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   data = pipeline.InputPipeline(config.data, batch_size, config.seed, jax.process_index(),
                                 jax.process_count(), start_step=step)
   compiled_variants = set()
+  compile_sec = 0.0
   tick_metrics, tick_start, tick_step = [], time.time(), step
   with data:
     if step == 0:
@@ -154,8 +155,14 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
     while step < num_steps:
       batch = sharding.global_batch(next(data), batch_shard, batch_size)
       flags = step_cfg.regularize(step)
-      compiled_variants.add(flags)
-      state, metrics = step_fn(state, batch, *flags)
+      if flags not in compiled_variants:  # the call blocks while it compiles: time it apart
+        compiled_variants.add(flags)
+        t0 = time.time()
+        state, metrics = step_fn(state, batch, *flags)
+        compile_sec += time.time() - t0
+        tick_start += time.time() - t0
+      else:
+        state, metrics = step_fn(state, batch, *flags)
       tick_metrics.append(metrics)
       step += 1
       if step % config.log.every_steps == 0 or step == num_steps:
@@ -167,12 +174,14 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
         eta = sec_per_kimg * (num_steps - step) * batch_size / 1000
         scalars.update({'timing/sec_per_kimg': sec_per_kimg,
                         'timing/img_per_sec': images_done / elapsed, 'progress/kimg': kimg,
-                        'timing/compiled_variants': len(compiled_variants)})
+                        'timing/compiled_variants': len(compiled_variants),
+                        'timing/compile_sec': compile_sec})
         scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
         writer.write_scalars(step, scalars)
-        logging.info('step %d  kimg %.1f  sec/kimg %.2f  img/s %.1f  ETA %s  G %.3f  D %.3f',
-                     step, kimg, sec_per_kimg, images_done / elapsed, _fmt_time(eta),
-                     scalars['loss/G'], scalars['loss/D'])
+        logging.info('step %d  kimg %.2f  sec/kimg %.2f  img/s %.1f  ETA %s  G %.3f  D %.3f'
+                     '  (compiled %d variants in %.0fs)', step, kimg, sec_per_kimg,
+                     images_done / elapsed, _fmt_time(eta), scalars['loss/G'], scalars['loss/D'],
+                     len(compiled_variants), compile_sec)
         tick_metrics, tick_start, tick_step = [], time.time(), step
       if step % config.log.image_every_steps == 0 or step == num_steps:
         write_grid(state, step)

@@ -1,8 +1,20 @@
-"""Test session set-up: 8 fake CPU devices, so sharded code runs on 1 and on 8 devices."""
+"""Test session set-up, before any test module imports JAX.
+
+- 8 fake CPU devices, so sharded code runs on 1 and on 8 devices.
+- Fast compiles: XLA's CPU backend at optimisation level 0 (the tests' shapes are tiny, so compile
+  time dominates), and a persistent compilation cache shared by the tests of this session, so a
+  train step that several tests build identically is compiled once.
+"""
 
 import os
+import tempfile
 
-# Must happen before JAX initialises its backends (i.e. before any test module imports jax).
-if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                             ' --xla_force_host_platform_device_count=8').strip()
+_flags = os.environ.get('XLA_FLAGS', '')
+if '--xla_force_host_platform_device_count' not in _flags:
+  _flags += ' --xla_force_host_platform_device_count=8'
+if '--xla_backend_optimization_level' not in _flags:
+  _flags += ' --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
+os.environ['XLA_FLAGS'] = _flags.strip()
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='gan_jax_xla_cache_'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')

@@ -211,16 +211,31 @@ def _conv(x: Array, w: Array, stride: int = 1, padding=((0, 0), (0, 0))) -> Arra
 
 
 def _conv_transpose(x: Array, w: Array, stride: int, pad_y: int, pad_x: int) -> Array:
-  """PyTorch conv_transpose2d semantics: every input pixel scatters the kernel as stored.
-
-  Written as a correlation of the zero-stuffed input with the spatially flipped kernel;
+  """PyTorch conv_transpose2d semantics: every input pixel scatters the kernel as stored;
   output (H - 1) * stride + kh - 2 * pad_y.
+
+  Computed in polyphase form, because XLA:CPU is slow on input-dilated convolutions (and their
+  gradients): output pixel s*m + r only sees kernel taps r, r + s, ..., so all s*s phases come
+  out of one stride-1 convolution with a ceil(k/s)-tap kernel and s*s*out channels, which are
+  then interleaved (depth-to-space). Same products and sums as the scatter, no zero-stuffing.
   """
-  kh, kw = w.shape[:2]
-  return jax.lax.conv_general_dilated(
-      x, w[::-1, ::-1].astype(x.dtype), (1, 1),
-      ((kh - 1 - pad_y, kh - 1 - pad_y), (kw - 1 - pad_x, kw - 1 - pad_x)),
-      lhs_dilation=(stride, stride), dimension_numbers=_DIMS)
+  s = stride
+  kh, kw, cin, cout = w.shape
+  n, h, wd, _ = x.shape
+  jh, jw = -(-kh // s), -(-kw // s)  # taps per phase
+  # Sub-kernels: phase (ry, rx) uses w[ry + s*j, rx + s*i]; zero-pad the kernel to s*j taps.
+  wp = jnp.pad(w.astype(x.dtype), ((0, jh * s - kh), (0, jw * s - kw), (0, 0), (0, 0)))
+  wp = wp.reshape(jh, s, jw, s, cin, cout)  # (j, ry, i, rx, in, out)
+  # out_r[m] = sum_j x[m - j] * w_r[j] is a correlation with the reversed taps.
+  wp = wp[::-1, :, ::-1].transpose(0, 2, 4, 1, 3, 5).reshape(jh, jw, cin, s * s * cout)
+  # Explicit pad + VALID conv: XLA:CPU's weight gradient is ~15x slower when the same padding is
+  # passed to the convolution itself (output larger than input).
+  x = jnp.pad(x, ((0, 0), (jh - 1, jh - 1), (jw - 1, jw - 1), (0, 0)))
+  y = _conv(x, wp)  # (n, h + jh - 1, w + jw - 1, s * s * out)
+  mh, mw = h + jh - 1, wd + jw - 1
+  y = y.reshape(n, mh, mw, s, s, cout).transpose(0, 1, 3, 2, 4, 5).reshape(n, mh * s, mw * s, cout)
+  out_h, out_w = (h - 1) * s + kh, (wd - 1) * s + kw
+  return y[:, pad_y:out_h - pad_y, pad_x:out_w - pad_x]
 
 
 def conv2d_resample(x: Array, w: Array, f=None, up: int = 1, down: int = 1,
