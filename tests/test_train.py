@@ -1,0 +1,142 @@
+"""The train step on 1 vs 8 devices, exact resume, and train_and_evaluate end to end."""
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import config_base
+from gan_jax import optim
+from gan_jax import sharding
+from gan_jax import state as state_lib
+from gan_jax import train
+from gan_jax import train_step as train_step_lib
+from gan_jax.data import pipeline
+from tests.fake_data import write_fake_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def fake_source(tmp_path_factory):
+  root = tmp_path_factory.mktemp('fmnist')
+  write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
+  return root
+
+
+def tiny_config(fake_source, **overrides):
+  # Every test shares these settings, so the single-device train steps compile once per session
+  # (tests/conftest.py keeps a persistent compilation cache).
+  base = {'data.source_dir': str(fake_source / 'src'), 'data.data_dir': str(fake_source / 'tfds'),
+          'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0, 'train.ema_kimg': 0.02}
+  base.update(overrides)
+  return config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', base)
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def _run_steps(config, devices, num_steps):
+  info = pipeline.dataset_info(config.data)
+  G, D, c_dim = train.build(config, info)
+  g_tx, d_tx = optim.make_optimizers(config.train)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rep, bshard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  sshard = sharding.state_sharding(mesh, state_lib.abstract(G, D, g_tx, d_tx, c_dim))
+  state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
+                  out_shardings=sshard)(jax.random.PRNGKey(config.seed))
+  cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
+  step_fn = train_step_lib.jit_train_step(
+      train_step_lib.make_train_step(G, D, g_tx, d_tx, cfg, bshard), sshard, bshard, rep)
+  all_metrics = []
+  with pipeline.InputPipeline(config.data, config.train.batch_size, config.seed, 0, 1) as data:
+    for step in range(num_steps):
+      batch = sharding.global_batch(next(data), bshard, config.train.batch_size)
+      state, metrics = step_fn(state, batch, *cfg.regularize(step))
+      all_metrics.append(metrics)
+  return state, jax.device_get(all_metrics)
+
+
+def test_train_step_on_1_and_8_devices_agree(fake_source):
+  assert jax.device_count() == 8, 'conftest.py sets 8 fake CPU devices'
+  config = tiny_config(fake_source)
+  # Steps 0 (R1 + path length), 1 (plain), 2 (path length).
+  s1, m1 = _run_steps(config, jax.devices()[:1], 3)
+  s8, m8 = _run_steps(config, jax.devices(), 3)
+  for a, b in zip(m1, m8):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
+  for a, b in zip(_leaves(s1), _leaves(s8)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  assert 'loss/D_r1_penalty' in m1[0] and 'loss/G_pl_penalty' in m1[2]
+  assert 'loss/D_r1_penalty' not in m1[1]
+
+
+def test_train_step_updates_and_ema(fake_source):
+  config = tiny_config(fake_source)  # EMA half-life 20 images: beta = 0.5 ** (8 / 20)
+  s0, _ = _run_steps(config, jax.devices()[:1], 1)
+  s1, m = _run_steps(config, jax.devices()[:1], 2)
+  beta = 0.5 ** (8 / 20)
+  np.testing.assert_allclose(m[1]['ema_beta'], beta, rtol=1e-6)
+  # G_ema after step 2 = G_2 + (G_ema_1 - G_2) * beta, leaf by leaf.
+  for e1, e2, g2 in zip(_leaves(s0.ema_params), _leaves(s1.ema_params), _leaves(s1.g_params)):
+    np.testing.assert_allclose(e2, g2 + (e1 - g2) * beta, rtol=1e-5, atol=1e-6)
+  assert int(s1.step) == 2
+  assert any(not np.array_equal(a, b) for a, b in zip(_leaves(s0.d_params), _leaves(s1.d_params)))
+  # The path-length target moved off zero on step 0 and the buffers follow G.
+  assert float(s0.pl_mean) > 0
+  for a, b in zip(_leaves(s1.ema_buffers), _leaves(s1.g_buffers)):
+    np.testing.assert_array_equal(a, b)
+
+
+def _final_state(workdir):
+  from gan_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  mngr = ocp.CheckpointManager(Path(workdir) / 'checkpoints',
+                               options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=('state', 'meta'))
+  step = mngr.latest_step()
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  return step, restored['state'], restored['meta']
+
+
+def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
+  config = tiny_config(fake_source)
+  workdir = tmp_path / 'run'
+  state = train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  assert int(state.step) == 10  # kimg 0.08 at batch 8
+  saved = json.loads((workdir / 'config.json').read_text())
+  assert saved['train']['batch_size'] == 8 and saved['data']['name'] == 'fashion_mnist_local'
+  pngs = sorted(p.name for p in workdir.glob('samples_*.png'))
+  assert pngs == ['samples_0000000.png', 'samples_0000005.png', 'samples_0000010.png']
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  grid = np.asarray(Image.open(workdir / 'samples_0000010.png'))
+  assert grid.shape == (2 * 32, 4 * 32)  # 2 x 4 grayscale tiles
+  assert list(workdir.glob('events.out.tfevents.*'))
+  step, restored, meta = _final_state(workdir)
+  assert step == 10 and meta['kimg'] == pytest.approx(0.08)
+  for leaf in jax.tree_util.tree_leaves(restored):
+    assert np.all(np.isfinite(leaf))
+  kept = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  assert kept == [5, 10]
+  # Running the finished run again resumes at its end and does no more steps.
+  again = train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  assert int(again.step) == 10
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(fake_source, tmp_path):
+  config = tiny_config(fake_source, **{'checkpoint.every_steps': 3})
+  full = train.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
+  config.train.max_steps = 6  # "interrupted" after step 6 (a checkpoint step)
+  train.train_and_evaluate(config, str(tmp_path / 'split'), devices=jax.devices()[:1])
+  config.train.max_steps = 0
+  resumed = train.train_and_evaluate(config, str(tmp_path / 'split'), devices=jax.devices()[:1])
+  assert int(full.step) == int(resumed.step) == 10
+  for a, b in zip(_leaves(full), _leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
