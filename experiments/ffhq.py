@@ -22,7 +22,7 @@ def get_config(variant: str = ''):
   config.model.mapping_layers = 8
   config.model.conv_clamp = 256
   config.train.batch_size = 32
-  config.train.kimg = 25000
+  config.train.kimg = 25000.0
   config.train.g_lr = config.train.d_lr = 0.002
   config.train.r1_gamma = 10.0
   config.train.ema_kimg = 10.0
