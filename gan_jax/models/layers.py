@@ -169,7 +169,7 @@ def upsample2d(x: Array, f, up=2, padding: Padding = 0, flip_filter: bool = Fals
 
 def downsample2d(x: Array, f, down=2, padding: Padding = 0, flip_filter: bool = False,
                  gain: float = 1.0) -> Array:
-  """Downsamples by `down` with FIR `f`; with padding 0 the output is exactly (H / down, W / down)."""
+  """Downsamples by `down` with FIR `f`; with padding 0 the output is exactly H / down."""
   downx, downy = _pair(down)
   px0, px1, py0, py1 = _padding4(padding)
   fh, fw = _filter_size(f)
