@@ -162,6 +162,28 @@ def test_up_and_downsample_sizes_and_values(h, w):
   np.testing.assert_allclose(ones[0, 2:-2, 2:-2], 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize('k,pad', [(3, 1), (5, 0), (4, 2), (1, 0), (2, 1)])
+def test_conv2d_resample_up_matches_scatter_then_fir(k, pad):
+  # NVIDIA: full transposed conv (scatter), then the FIR with padding
+  # (p + (4 + 1) // 2 - (k - 1), p + (4 - 2) // 2 - (k - 2)) and gain 4; negative pads crop.
+  x, w = _rand(2, 5, 4, 3), _rand(k, k, 3, 2, seed=1)
+  p0, p1 = pad + 2 - (k - 1), pad + 1 - (k - 2)
+  want = ref_upfirdn2d(ref_conv_transpose(x, w), FIR, pad=(p0, p1, p0, p1), gain=4.0)
+  got = layers.conv2d_resample(jnp.asarray(x), jnp.asarray(w), FIR, up=2, padding=pad)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize('k,pad', [(3, 1), (1, 0), (4, 1), (3, 0)])
+def test_conv2d_resample_down_matches_fir_then_strided_conv(k, pad):
+  x, w = _rand(2, 8, 10, 3), _rand(k, k, 3, 2, seed=1)
+  p0, p1 = pad + 3 // 2, pad + 1
+  want = ref_conv(ref_upfirdn2d(x, FIR, pad=(p0, p1, p0, p1)), w, stride=2)
+  got = layers.conv2d_resample(jnp.asarray(x), jnp.asarray(w), FIR, down=2, padding=pad)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------
 # Modulated convolution.
 

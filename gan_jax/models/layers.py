@@ -12,6 +12,11 @@ modulated_conv2d, MinibatchStdLayer) so that its weights import 1:1:
   i.e. a true convolution of the zero-stuffed input) followed by the FIR low-pass with gain 4;
   `down=2` is the FIR followed by a stride-2 convolution. Output sizes are exactly 2H and H/2.
 * Resample filters are numpy constants, never variables.
+
+Speed on CPU (XLA:CPU is slow on grouped, depthwise and input-dilated convolutions): modulated
+convs scale activations instead of building per-sample kernels, so one shared-kernel conv serves
+the batch; the transposed conv runs phase by phase as small stride-1 convs; FIR filters are sums
+of shifted slices (separable filters one axis at a time).
 """
 
 import math
