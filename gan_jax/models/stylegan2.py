@@ -255,7 +255,11 @@ class Generator(nn.Module):
 
   def map(self, z: Array, c: Optional[Array], truncation_psi=1.0,
           truncation_cutoff: Optional[int] = None, update_w_avg: bool = False) -> Array:
-    """(N, z_dim), (N, c_dim) -> ws (N, num_ws, w_dim)."""
+    """(N, z_dim), (N, c_dim) -> ws (N, num_ws, w_dim).
+
+    truncation_psi may be traced (a Python 1 skips truncation exactly); truncation_cutoff is a
+    static int (truncate ws[:, :cutoff]) or None (all).
+    """
     return self.mapping(z, c, truncation_psi=truncation_psi,
                         truncation_cutoff=truncation_cutoff, update_w_avg=update_w_avg)
 
