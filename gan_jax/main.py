@@ -22,7 +22,9 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                 lock_config=True)
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-process runs; '
                   'on Cloud TPU and SLURM it finds its peers by itself).')
-flags.DEFINE_string('compilation_cache', os.path.expanduser('~/.cache/gan_jax/xla'),
+flags.DEFINE_string('compilation_cache',
+                    os.environ.get('JAX_COMPILATION_CACHE_DIR',
+                                   os.path.expanduser('~/.cache/gan_jax/xla')),
                     'Persistent XLA compilation cache ("" to disable): a restarted or resumed run '
                     'skips recompiling its train step.')
 flags.mark_flags_as_required(['config', 'workdir'])

@@ -3,6 +3,7 @@
 import json
 from absl import logging
 import math
+import os
 import time
 from typing import Optional, Sequence
 
@@ -91,6 +92,8 @@ def _fmt_time(seconds: float) -> str:
 
 def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Device]] = None):
   """Trains (resuming from the workdir when it holds checkpoints); returns the final state."""
+  if '://' not in str(workdir):
+    workdir = os.path.abspath(workdir)  # Orbax wants absolute paths; keep gs://... as given
   workdir_path = epath.Path(workdir)
   is_main = jax.process_index() == 0
   if is_main:

@@ -36,8 +36,8 @@ def _nchw(x):
 
 
 def _load(tag):
-  if not FIXTURES.is_dir():
-    pytest.skip(f'fixtures not found at {FIXTURES}')
+  assert FIXTURES.is_dir(), (f'NVIDIA fixtures not found at {FIXTURES}: the shared/ folder must '
+                             'lie beside the repository, as in CI')
   sd = dict(np.load(FIXTURES / f'g_{tag}.npz', allow_pickle=False))
   io = dict(np.load(FIXTURES / f'io_{tag}.npz', allow_pickle=False))
   return sd, io

@@ -257,7 +257,7 @@ def conv2d_resample(x: Array, w: Array, f=None, up: int = 1, down: int = 1,
   transposed convolution (NVIDIA's flip_weight=False, which all its upsampling layers use).
   """
   if up > 1 and down > 1:
-    raise NotImplementedError('up and down at once')
+    raise ValueError('conv2d_resample resamples one way: pass up > 1 or down > 1, not both')
   kh, kw = w.shape[:2]
   fh, fw = _filter_size(f)
   px0, px1, py0, py1 = _padding4(padding)
