@@ -14,8 +14,10 @@ from clu import metric_writers
 from etils import epath
 
 from gan_jax import checkpointing
+from gan_jax import guard
 from gan_jax import models
 from gan_jax import optim
+from gan_jax import preemption
 from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train_step as train_step_lib
@@ -152,7 +154,13 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   compiled_variants = set()
   compile_sec = 0.0
   tick_metrics, tick_start, tick_step = [], time.time(), step
-  with data:
+  unchecked = []  # (step, metrics) not yet checked for non-finite values
+  with data, preemption.StopRequest() as stop:
+    if is_main and not (workdir_path / 'reals.png').exists():
+      reals = to_uint8(data.batch_at(0)['image'])
+      cols = min(config.log.grid_cols, len(reals))
+      rows = len(reals) // cols
+      save_png(workdir_path / 'reals.png', make_grid(reals[:rows * cols], rows, cols))
     if step == 0:
       write_grid(state, 0)
     while step < num_steps:
@@ -167,9 +175,14 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
       else:
         state, metrics = step_fn(state, batch, *flags)
       tick_metrics.append(metrics)
+      unchecked.append((step, metrics))
       step += 1
-      if step % config.log.every_steps == 0 or step == num_steps:
-        scalars = _average(tick_metrics)  # the only host sync: once per tick
+      at_tick = step % config.log.every_steps == 0 or step == num_steps
+      stopping = stop.requested(step, at_tick)
+      if at_tick:
+        guard.check_finite(unchecked)  # host sync: once per tick
+        unchecked = []
+        scalars = _average(tick_metrics)
         elapsed = time.time() - tick_start
         images_done = (step - tick_step) * batch_size
         sec_per_kimg = elapsed / (images_done / 1000)
@@ -188,8 +201,15 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
         tick_metrics, tick_start, tick_step = [], time.time(), step
       if step % config.log.image_every_steps == 0 or step == num_steps:
         write_grid(state, step)
-      if step % config.checkpoint.every_steps == 0 or step == num_steps:
+      if step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
+        guard.check_finite(unchecked)  # never save a checkpoint of non-finite weights
+        unchecked = []
         save(state, step)
+      if stopping:
+        logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.2f); run the '
+                        'same command again to continue.', stop.reason, step,
+                        step * batch_size / 1000)
+        break
   ckpt.wait_until_finished()
   ckpt.close()
   writer.flush()

@@ -176,6 +176,10 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     ema_params = jax.tree_util.tree_map(lambda e, p: p + (e - p) * beta, state.ema_params,
                                         g_params)
     metrics['ema_beta'] = beta
+    # Non-finite guard, checked on the host only when a tick is logged or a checkpoint is due.
+    watched = [g_loss, d_loss, g_params, d_params] + [metrics[k] for k in metrics if 'penalty' in k]
+    metrics['nonfinite'] = 1 - jnp.all(jnp.array(
+        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(watched)])).astype(jnp.int32)
 
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_buffers=g_buffers, d_params=d_params,

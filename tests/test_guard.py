@@ -1,0 +1,103 @@
+"""Non-finite guard and stop requests (SIGTERM / SIGINT)."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gan_jax import guard
+from gan_jax import preemption
+from gan_jax import train
+from gan_jax.data import pipeline
+from tests.fake_data import write_fake_fashion_mnist
+from tests.test_train import tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_check_finite_names_the_first_bad_step():
+  ok = {'nonfinite': jnp.int32(0), 'loss/G': jnp.float32(0.7)}
+  bad = {'nonfinite': jnp.int32(1), 'loss/G': jnp.float32(np.nan), 'loss/D': jnp.float32(1.2)}
+  guard.check_finite([(3, ok), (4, ok)])
+  with pytest.raises(guard.NonFiniteError, match=r'step 5 \(loss/D=1.2, loss/G=nan\)'):
+    guard.check_finite([(4, ok), (5, bad), (6, bad)])
+
+
+@pytest.fixture(scope='module')
+def fake_source(tmp_path_factory):
+  root = tmp_path_factory.mktemp('fmnist_guard')
+  write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
+  return root
+
+
+def test_nan_halts_before_a_checkpoint_is_written(fake_source, tmp_path, monkeypatch):
+  """A NaN batch at step 3: the checkpoint of step 2 stays, none of step 4 is written."""
+  original = pipeline.InputPipeline.__next__
+
+  def poisoned(self):
+    step = self.step
+    batch = original(self)
+    if step == 3:
+      batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+    return batch
+
+  monkeypatch.setattr(pipeline.InputPipeline, '__next__', poisoned)
+  config = tiny_config(fake_source, **{'checkpoint.every_steps': 2})
+  workdir = tmp_path / 'run'
+  with pytest.raises(guard.NonFiniteError, match='at step 3'):
+    train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  kept = sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
+  assert kept == ['2']
+
+
+def test_stop_request_saves_and_stops_at_the_step(fake_source, tmp_path, monkeypatch):
+  """A stop request (what SIGTERM sets) ends the loop after the current step, with a checkpoint;
+  the same run started again continues to the end."""
+  config = tiny_config(fake_source, **{'checkpoint.every_steps': 100})
+  calls = []
+  real_requested = preemption.StopRequest.requested
+
+  def stop_after_3(self, step, at_tick):
+    calls.append(step)
+    if step == 3:
+      self.request('test')
+    return real_requested(self, step, at_tick)
+
+  monkeypatch.setattr(preemption.StopRequest, 'requested', stop_after_3)
+  workdir = tmp_path / 'run'
+  state = train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  assert int(state.step) == 3 and calls == [1, 2, 3]
+  assert sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit()) == ['3']
+  monkeypatch.setattr(preemption.StopRequest, 'requested', real_requested)
+  assert int(train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1]).step) == 10
+
+
+def test_sigterm_to_a_real_run_checkpoints_and_exits_0(fake_source, tmp_path):
+  src = fake_source / 'src'
+  cmd = [sys.executable, '-m', 'gan_jax.main', '--config',
+         str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', str(tmp_path / 'run'),
+         f'--config.data.source_dir={src}', f'--config.data.data_dir={tmp_path / "tfds"}',
+         '--config.train.kimg=100.0', '--config.checkpoint.every_steps=100000',
+         '--config.log.every_steps=1', '--config.log.image_every_steps=100000',
+         '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
+         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02']
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if 'step 3  kimg' in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  rest, _ = proc.communicate(timeout=600)
+  log = ''.join(lines) + rest
+  assert proc.returncode == 0, log[-3000:]
+  assert 'SIGTERM received' in log and 'saved a checkpoint at step' in log
+  saved = [int(p.name) for p in (tmp_path / 'run' / 'checkpoints').iterdir() if p.name.isdigit()]
+  assert len(saved) == 1 and 3 <= saved[0] < 12500  # stopped early, at a step boundary
