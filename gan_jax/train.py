@@ -14,6 +14,7 @@ from clu import metric_writers
 from etils import epath
 
 from gan_jax import checkpointing
+from gan_jax import config_check
 from gan_jax import guard
 from gan_jax import models
 from gan_jax import optim
@@ -98,19 +99,17 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
     workdir = os.path.abspath(workdir)  # Orbax wants absolute paths; keep gs://... as given
   workdir_path = epath.Path(workdir)
   is_main = jax.process_index() == 0
+  mesh = sharding.make_mesh(config.mesh, devices)
+  config_check.validate(config, mesh.size)  # before any data is read or anything compiled
+  info = pipeline.dataset_info(config.data)
+  config_check.validate_resolution(info.resolution)
   if is_main:
     workdir_path.mkdir(parents=True, exist_ok=True)
     (workdir_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
-
-  info = pipeline.dataset_info(config.data)
   G, D, c_dim = build(config, info)
   g_tx, d_tx = optim.make_optimizers(config.train)
   batch_size = config.train.batch_size
 
-  mesh = sharding.make_mesh(config.mesh, devices)
-  if batch_size % mesh.size:
-    raise ValueError(f'config.train.batch_size={batch_size} must be divisible by the '
-                     f'{mesh.size} devices of the mesh.')
   rep, batch_shard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
   state_shard = sharding.state_sharding(mesh, abstract)

@@ -1,0 +1,63 @@
+"""Validation of a resolved config before anything is built or compiled.
+
+Each failure names the key, the value and what is allowed. Unknown keys and wrong types are
+already refused by ml_collections (configs are locked and typed); this checks values.
+"""
+
+import math
+
+
+class ConfigError(ValueError):
+  """A config value is impossible; the message says which key and what is allowed."""
+
+
+def _require(ok: bool, key: str, value, allowed: str) -> None:
+  if not ok:
+    raise ConfigError(f'config.{key}={value!r} is not allowed: {allowed}.')
+
+
+def _positive(config, key: str, integer: bool = False) -> None:
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  kind = int if integer else (int, float)
+  _require(isinstance(node, kind) and not isinstance(node, bool) and node > 0, key, node,
+           f'must be a positive {"integer" if integer else "number"}')
+
+
+def validate(config, num_devices: int) -> None:
+  """Raises ConfigError for the first impossible value."""
+  t = config.train
+  for key in ('train.batch_size', 'checkpoint.every_steps', 'checkpoint.keep', 'log.every_steps',
+              'log.image_every_steps', 'log.grid_rows', 'log.grid_cols', 'model.z_dim',
+              'model.w_dim', 'model.channel_base', 'model.channel_max', 'train.pl_batch_shrink'):
+    _positive(config, key, integer=True)
+  for key in ('train.kimg', 'train.g_lr', 'train.d_lr', 'train.ema_kimg'):
+    _positive(config, key)
+  _require(t.batch_size % num_devices == 0, 'train.batch_size', t.batch_size,
+           f'must be divisible by the {num_devices} devices of the mesh')
+  _require(t.max_steps >= 0, 'train.max_steps', t.max_steps, '0 (no limit) or a step count')
+  for key in ('r1_interval', 'pl_interval'):
+    _require(t[key] >= 0, f'train.{key}', t[key], '0 (off) or a step interval')
+  for key in ('r1_gamma', 'pl_weight', 'ema_rampup'):
+    _require(t[key] >= 0 and math.isfinite(t[key]), f'train.{key}', t[key],
+             'a finite number >= 0')
+  for key in ('adam_b1', 'adam_b2', 'pl_decay', 'style_mixing_prob', 'w_avg_beta'):
+    _require(0 <= t[key] <= 1, f'train.{key}', t[key], 'a number in [0, 1]')
+  _require(t.adam_b2 < 1, 'train.adam_b2', t.adam_b2, 'below 1')
+  _require(config.model.mapping_layers >= 1, 'model.mapping_layers', config.model.mapping_layers,
+           'at least 1')
+  _require(config.model.conv_clamp >= 0, 'model.conv_clamp', config.model.conv_clamp,
+           '0 (off) or a positive clamp')
+  # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
+  group = config.model.mbstd_group_size
+  _require(group >= 1 and t.batch_size % min(group, t.batch_size) == 0, 'model.mbstd_group_size',
+           group, f'>= 1 and dividing train.batch_size={t.batch_size}')
+  _require(config.model.mbstd_num_channels >= 1, 'model.mbstd_num_channels',
+           config.model.mbstd_num_channels, 'at least 1')
+
+
+def validate_resolution(resolution: int) -> None:
+  _require(resolution >= 4 and 2 ** int(round(math.log2(resolution))) == resolution,
+           'data (image resolution)', resolution,
+           'the dataset must hold square images of a power-of-two size, 4 to 1024')
