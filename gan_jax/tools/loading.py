@@ -1,0 +1,188 @@
+"""`load_generator(path)`: a trained or imported generator as a plain callable (also
+`gan_jax.load_generator`).
+
+  g = gan_jax.load_generator('exports/ffhq')          # or a training workdir, or a .pkl
+  z = np.random.RandomState(0).randn(4, g.z_dim)
+  images = g(z, psi=0.7)                               # (4, H, W, C) float32 numpy, NHWC
+  ws = g.mapping(z, psi=0.7)                           # (4, num_ws, w_dim)
+  images = g.synthesis(ws)                             # the same images
+
+Images are in the generator's own output range (about [-1, 1] once trained), never clipped; map
+to uint8 with NVIDIA's `x * 127.5 + 128`, clipped. The calls are jitted: psi is traced (changing
+it does not recompile); noise mode and truncation cutoff are static; each new batch size compiles
+once.
+"""
+
+import os
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+from gan_jax.tools import export
+
+NOISE_MODES = ('const', 'random', 'none')
+
+
+class LoadedGenerator:
+  """A generator with its weights: `g(z, c=None, psi=1.0, noise='const') -> images`.
+
+  Attributes:
+    z_dim, c_dim, w_dim, img_resolution, img_channels, num_ws: the network's sizes.
+    module: the Flax Generator; variables: its {'params', 'buffers'} (device arrays);
+    kwargs: the constructor arguments; source: where it was loaded from.
+  """
+
+  def __init__(self, module, variables: dict, source: str = ''):
+    self.module = module
+    self.variables = jax.device_put({'params': variables['params'],
+                                     'buffers': variables['buffers']})
+    self.kwargs = export.module_kwargs(module)
+    self.source = source
+    self.z_dim, self.c_dim, self.w_dim = module.z_dim, module.c_dim, module.w_dim
+    self.img_resolution, self.img_channels = module.img_resolution, module.img_channels
+    self.num_ws = module.num_ws
+
+    def mapping(variables, z, c, psi, truncation_cutoff):
+      return module.apply(variables, z, c, truncation_psi=psi,
+                          truncation_cutoff=truncation_cutoff, method='map')
+
+    def synthesis(variables, ws, rng, noise_mode):
+      return module.apply(variables, ws, noise_mode=noise_mode, rngs={'noise': rng},
+                          method='synthesize')
+
+    def generate(variables, z, c, psi, rng, truncation_cutoff, noise_mode):
+      return synthesis(variables, mapping(variables, z, c, psi, truncation_cutoff), rng,
+                       noise_mode)
+
+    self._mapping = jax.jit(mapping, static_argnames=('truncation_cutoff',))
+    self._synthesis = jax.jit(synthesis, static_argnames=('noise_mode',))
+    self._generate = jax.jit(generate, static_argnames=('truncation_cutoff', 'noise_mode'))
+
+  def __repr__(self):
+    return (f'LoadedGenerator(z_dim={self.z_dim}, c_dim={self.c_dim}, w_dim={self.w_dim}, '
+            f'img_resolution={self.img_resolution}, img_channels={self.img_channels}, '
+            f'num_ws={self.num_ws}, source={self.source!r})')
+
+  def _z(self, z) -> np.ndarray:
+    z = np.asarray(z, np.float32)
+    if z.ndim != 2 or z.shape[1] != self.z_dim:
+      raise ValueError(f'z must be (N, {self.z_dim}), got {z.shape}')
+    return z
+
+  def _c(self, c, n: int) -> Optional[np.ndarray]:
+    """None for an unconditional G; else (n, c_dim) float labels (int class ids are one-hot)."""
+    if self.c_dim == 0:
+      if c is not None and np.size(c) > 0:
+        raise ValueError('this generator is unconditional (c_dim=0): pass c=None')
+      return None
+    if c is None:
+      raise ValueError(f'this generator is conditional (c_dim={self.c_dim}): pass c, one-hot '
+                       f'(N, {self.c_dim}) or class indices (N,)')
+    c = np.asarray(c)
+    if c.ndim == 1 and np.issubdtype(c.dtype, np.integer):
+      if c.min(initial=0) < 0 or c.max(initial=0) >= self.c_dim:
+        raise ValueError(f'class indices must lie in [0, {self.c_dim}), got {c}')
+      c = np.eye(self.c_dim, dtype=np.float32)[c]
+    if c.shape != (n, self.c_dim):
+      raise ValueError(f'c must be ({n}, {self.c_dim}), got {c.shape}')
+    return c.astype(np.float32)
+
+  @staticmethod
+  def _rng(rng) -> jax.Array:
+    if rng is None:
+      return jax.random.PRNGKey(0)
+    return jax.random.PRNGKey(rng) if isinstance(rng, (int, np.integer)) else rng
+
+  @staticmethod
+  def _noise(noise: str) -> str:
+    if noise not in NOISE_MODES:
+      raise ValueError(f'noise must be one of {NOISE_MODES}, got {noise!r}')
+    return noise
+
+  def __call__(self, z, c=None, psi: float = 1.0, noise: str = 'const',
+               truncation_cutoff: Optional[int] = None, rng=None) -> np.ndarray:
+    """Images (N, H, W, C) float32 for latents z (N, z_dim) and labels c.
+
+    Args:
+      z: (N, z_dim) latents.
+      c: None (unconditional), one-hot labels (N, c_dim) or class indices (N,).
+      psi: truncation: ws = w_avg + psi * (w - w_avg); 1 is none, 0 the average image.
+      noise: 'const' (the stored per-layer noise maps: reproducible), 'random' (drawn from
+        `rng`) or 'none'.
+      truncation_cutoff: truncate only ws[:, :cutoff] (None: all).
+      rng: PRNG key or int seed for noise='random' (None: key 0); the same rng, the same noise.
+    """
+    z = self._z(z)
+    images = self._generate(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
+                            self._rng(rng), truncation_cutoff=truncation_cutoff,
+                            noise_mode=self._noise(noise))
+    return np.asarray(images, np.float32)
+
+  def mapping(self, z, c=None, psi: float = 1.0,
+              truncation_cutoff: Optional[int] = None) -> np.ndarray:
+    """ws (N, num_ws, w_dim) for z and c, truncated by psi."""
+    z = self._z(z)
+    return np.asarray(self._mapping(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
+                                    truncation_cutoff=truncation_cutoff), np.float32)
+
+  def synthesis(self, ws, noise: str = 'const', rng=None) -> np.ndarray:
+    """Images (N, H, W, C) float32 for ws (N, num_ws, w_dim)."""
+    ws = np.asarray(ws, np.float32)
+    if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+      raise ValueError(f'ws must be (N, {self.num_ws}, {self.w_dim}), got {ws.shape}')
+    return np.asarray(self._synthesis(self.variables, ws, self._rng(rng),
+                                      noise_mode=self._noise(noise)), np.float32)
+
+  @property
+  def w_avg(self) -> np.ndarray:
+    """The tracked average w (w_dim,): what psi=0 maps every z to."""
+    return np.asarray(self.variables['buffers']['mapping']['w_avg'])
+
+
+def _workdir_and_step(path: epath.Path) -> tuple[Optional[epath.Path], Optional[int]]:
+  """(workdir, step) for a workdir, its checkpoints/ dir or one step dir; else (None, None)."""
+  if (path / 'checkpoints').is_dir():
+    return path, None
+  if path.name == 'checkpoints' and (path.parent / 'config.json').exists():
+    return path.parent, None
+  if path.name.isdigit() and path.parent.name == 'checkpoints':
+    return path.parent.parent, int(path.name)
+  return None, None
+
+
+def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> LoadedGenerator:
+  """Loads a generator from an export, a training workdir or NVIDIA's weights.
+
+  Args:
+    path: an export directory (generator.json, see `gan_jax.tools.export`); a training workdir
+      (G_ema of its latest checkpoint), its checkpoints/ directory or one checkpoints/<step>
+      directory; or NVIDIA StyleGAN2-ADA weights (.pkl network pickle, .npz or .pt state dict),
+      converted on the fly (see `gan_jax.tools.convert_nvlabs`).
+    step: for a workdir, the checkpoint step (default: latest).
+  """
+  path = epath.Path(os.path.abspath(os.fspath(path)))
+  if not path.exists():
+    raise FileNotFoundError(f'{path} does not exist')
+  if path.is_dir() and export.is_export(path):
+    G, variables, _ = export.read_export(path)
+    return LoadedGenerator(G, variables, source=os.fspath(path))
+  if path.is_dir():
+    workdir, dir_step = _workdir_and_step(path)
+    if workdir is None:
+      raise ValueError(f'{path} is neither an export (generator.json) nor a training workdir '
+                       '(config.json + checkpoints/)')
+    if step is not None and dir_step is not None and step != dir_step:
+      raise ValueError(f'{path} is step {dir_step}, but step={step} was asked for')
+    G, variables, step = export.restore_workdir(workdir, step if dir_step is None else dir_step)
+    return LoadedGenerator(G, variables, source=f'{workdir} step {step}')
+  from gan_jax.tools import convert_nvlabs  # pylint: disable=g-import-not-at-top
+  if path.suffix.lower() not in convert_nvlabs.SUFFIXES:
+    raise ValueError(f'{path}: not an export, a workdir, or NVIDIA weights '
+                     f'({", ".join(convert_nvlabs.SUFFIXES)})')
+  kwargs, variables = convert_nvlabs.read_nvlabs(path)
+  return LoadedGenerator(export.build_generator('stylegan2', kwargs), variables,
+                         source=os.fspath(path))
+
