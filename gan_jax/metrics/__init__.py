@@ -1,0 +1,9 @@
+"""Metrics: the FID Inception feature network and the statistics on its features.
+
+  inception_features(images, weights=None) -> float32 (N, 2048)   gan_jax.metrics.inception
+  python -m gan_jax.metrics.fetch                                  caches the network's weights
+  FeatureStats, frechet_distance, kernel_inception_distance       gan_jax.metrics.frechet
+"""
+
+from gan_jax.metrics.inception import inception_features
+from gan_jax.metrics.inception import load_params
