@@ -5,5 +5,8 @@
   FeatureStats, frechet_distance, kernel_inception_distance       gan_jax.metrics.frechet
 """
 
+from gan_jax.metrics.frechet import FeatureStats
+from gan_jax.metrics.frechet import frechet_distance
+from gan_jax.metrics.frechet import kernel_inception_distance
 from gan_jax.metrics.inception import inception_features
 from gan_jax.metrics.inception import load_params
