@@ -16,6 +16,7 @@ from etils import epath
 from gan_jax import checkpointing
 from gan_jax import config_check
 from gan_jax import guard
+from gan_jax import images as images_lib
 from gan_jax import models
 from gan_jax import optim
 from gan_jax import preemption
@@ -56,25 +57,6 @@ def grid_latents(config, G, c_dim: int):
   c = (np.eye(c_dim, dtype=np.float32)[np.arange(n) % c_dim] if c_dim
        else np.zeros((n, 0), np.float32))
   return z, c
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[-1, 1] float -> uint8 with NVIDIA's convention x * 127.5 + 128, clipped."""
-  return np.clip(np.asarray(images) * 127.5 + 128, 0, 255).astype(np.uint8)
-
-
-def make_grid(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-  """(rows*cols, H, W, C) uint8 -> (rows*H, cols*W, C)."""
-  n, h, w, ch = images.shape
-  assert n == rows * cols, (n, rows, cols)
-  return images.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, ch)
-
-
-def save_png(path: epath.Path, grid: np.ndarray) -> None:
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
-  with path.open('wb') as f:
-    img.save(f, format='PNG')
 
 
 def _average(metrics_list: Sequence[dict]) -> dict:
@@ -138,12 +120,12 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   hparams = optim.effective_hparams(config.train)
 
   def write_grid(state, step):
-    images = to_uint8(generate(state.ema_params, state.ema_buffers, grid_z, grid_c,
-                               jnp.float32(config.log.grid_psi)))
-    grid = make_grid(images, config.log.grid_rows, config.log.grid_cols)
+    images = images_lib.to_uint8(generate(state.ema_params, state.ema_buffers, grid_z, grid_c,
+                                          jnp.float32(config.log.grid_psi)))
+    grid = images_lib.make_grid(images, config.log.grid_cols)
     if is_main:
       writer.write_images(step, {'samples': grid[None]})
-      save_png(workdir_path / f'samples_{step:07d}.png', grid)
+      images_lib.save_png(workdir_path / f'samples_{step:07d}.png', grid)
 
   def save(state, step):
     checkpointing.save(ckpt, state, {'step': step, 'kimg': step * batch_size / 1000})
@@ -156,10 +138,9 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   unchecked = []  # (step, metrics) not yet checked for non-finite values
   with data, preemption.StopRequest() as stop:
     if is_main and not (workdir_path / 'reals.png').exists():
-      reals = to_uint8(data.batch_at(0)['image'])
-      cols = min(config.log.grid_cols, len(reals))
-      rows = len(reals) // cols
-      save_png(workdir_path / 'reals.png', make_grid(reals[:rows * cols], rows, cols))
+      reals = images_lib.to_uint8(data.batch_at(0)['image'])[:config.log.grid_cols * 4]
+      images_lib.save_png(workdir_path / 'reals.png',
+                          images_lib.make_grid(reals, min(config.log.grid_cols, len(reals))))
     if step == 0:
       write_grid(state, 0)
     while step < num_steps:

@@ -19,13 +19,13 @@ with --grid, grid.png (seeds in order, row by row, ceil(sqrt(n)) columns unless 
 """
 
 import argparse
-import math
 import os
 import sys
 from typing import Optional, Sequence
 
 import numpy as np
 
+from gan_jax.images import make_grid, save_png, to_uint8
 from gan_jax.tools import loading
 
 
@@ -48,28 +48,6 @@ def parse_seeds(text: str) -> list[int]:
 def seed_latent(seed: int, z_dim: int) -> np.ndarray:
   """NVIDIA's z for a seed: RandomState(seed).randn(z_dim), float64 drawn, float32 returned."""
   return np.random.RandomState(seed).randn(1, z_dim).astype(np.float32)
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """Float images -> uint8 with NVIDIA's x * 127.5 + 128, clipped (as `gan_jax.train.to_uint8`)."""
-  return np.clip(np.asarray(images) * 127.5 + 128, 0, 255).astype(np.uint8)
-
-
-def make_grid(images: np.ndarray, cols: Optional[int] = None) -> np.ndarray:
-  """(N, H, W, C) uint8 -> one (rows*H, cols*W, C) image, row by row, black where tiles lack."""
-  n, h, w, ch = images.shape
-  cols = cols or math.ceil(math.sqrt(n))
-  rows = math.ceil(n / cols)
-  tiles = np.zeros((rows * cols, h, w, ch), images.dtype)
-  tiles[:n] = images
-  return tiles.reshape(rows, cols, h, w, ch).transpose(0, 2, 1, 3, 4).reshape(rows * h,
-                                                                              cols * w, ch)
-
-
-def save_png(path: str, image: np.ndarray) -> None:
-  """(H, W, C) uint8 -> PNG (grayscale for one channel, RGB for three)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(path, format='PNG')
 
 
 def generate_images(g: loading.LoadedGenerator, seeds: Sequence[int], psi: float = 1.0,
