@@ -17,15 +17,20 @@ def get_config(variant: str = ''):
   config.model.mapping_layers = 2
   config.model.channel_base = 1024  # 32 channels at every resolution up to 32
   config.model.channel_max = 32
-  config.train.batch_size = 32
-  config.train.kimg = 40.0
-  config.train.r1_gamma = 0.1  # small images want a weak R1 (NVIDIA's CIFAR config uses 0.01)
-  config.train.ema_kimg = 2.0  # short run: a shorter EMA half-life
+  # Tuned for wall-clock on 2 CPU cores: small batches (more updates per second), NVIDIA's
+  # small-resolution lr, a moderate R1 and no path-length term (as NVIDIA's CIFAR config).
+  # Against batch 32 / gamma 0.1 / PL on, this gave visibly more varied clothes at 16 kimg.
+  config.train.batch_size = 16
+  config.train.kimg = 50.0
+  config.train.g_lr = config.train.d_lr = 0.0025
+  config.train.r1_gamma = 1.0
+  config.train.pl_weight = 0.0
+  config.train.ema_kimg = 1.0  # short run: a short EMA half-life
   config.train.ema_rampup = 0.05
   config.train.style_mixing_prob = 0.0
-  config.checkpoint.every_steps = 250
+  config.checkpoint.every_steps = 500
   config.log.every_steps = 25
-  config.log.image_every_steps = 250
+  config.log.image_every_steps = 500
   if variant == 'tiny':
     apply_tiny(config)
   elif variant:
@@ -42,6 +47,7 @@ def apply_tiny(config):
   config.model.channel_max = 8
   config.train.batch_size = 8
   config.train.kimg = 0.08  # 10 steps
+  config.train.pl_weight = 2.0  # exercise every regulariser's code path
   config.train.r1_interval = 4
   config.train.pl_interval = 2
   config.checkpoint.every_steps = 5
