@@ -402,10 +402,11 @@ def params_from_torchscript(root: torchscript_weights.ScriptObject,
 
   flat_abstract = {'.'.join(p.key for p in key_path): leaf for key_path, leaf in
                    jax.tree_util.tree_flatten_with_path(abstract)[0]}
-  flat = {}
+  flat, seen = {}, set()
   for name, value in torchscript_weights.named_tensors(body).items():
     module_path, _, variable = name.rpartition('.')
     key = f'{module_path}.{"kernel" if variable == "weight" else variable}'
+    seen.add(key)
     if variable == 'weight' and value.ndim == 4:
       value = value.transpose(2, 3, 1, 0)
     if key not in flat_abstract:
@@ -415,7 +416,7 @@ def params_from_torchscript(root: torchscript_weights.ScriptObject,
                       f'{flat_abstract[key].shape} here')
     else:
       flat[key] = np.asarray(value, np.float32)
-  problems += [f'{key}: not in the archive' for key in flat_abstract if key not in flat]
+  problems += [f'{key}: not in the archive' for key in flat_abstract if key not in seen]
   if problems:
     raise ValueError('the archive does not match InceptionV3:\n  ' + '\n  '.join(problems))
 

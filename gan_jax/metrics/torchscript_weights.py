@@ -5,7 +5,7 @@ A TorchScript archive `<prefix>/...` holds:
   <prefix>/data.pkl     the module tree, pickled: modules are `__torch__.*` objects whose state is
                         a dict of attributes (submodules, tensors, ints, lists)
   <prefix>/data/<key>   raw little-endian storage bytes, one entry per storage, referenced from
-                        data.pkl through persistent ids ('storage', <Type>Storage, key, device, numel)
+                        data.pkl by persistent ids ('storage', <Type>Storage, key, device, numel)
   <prefix>/code/...     TorchScript source of the forward passes (text; never run here)
 
 data.pkl is read with `RestrictedUnpickler`: it resolves only the handful of globals a module tree
