@@ -95,7 +95,7 @@ def test_sigterm_to_a_real_run_checkpoints_and_exits_0(fake_source, tmp_path):
     if 'step 3  kimg' in line:
       proc.send_signal(signal.SIGTERM)
       break
-  rest, _ = proc.communicate(timeout=600)
+  _, rest = proc.communicate(timeout=600)
   log = ''.join(lines) + rest
   assert proc.returncode == 0, log[-3000:]
   assert 'SIGTERM received' in log and 'saved a checkpoint at step' in log

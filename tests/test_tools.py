@@ -11,7 +11,7 @@ from PIL import Image
 
 import gan_jax
 from gan_jax import config_base
-from gan_jax import images
+from gan_jax import images as images_lib
 from gan_jax import train
 from gan_jax.tools import export
 from gan_jax.tools import generate
@@ -91,7 +91,7 @@ def test_seed_is_nvidias_latent(g, tmp_path):
   z = np.random.RandomState(7).randn(1, g.z_dim)
   np.testing.assert_array_equal(generate.seed_latent(7, g.z_dim), z.astype(np.float32))
   image = generate.generate_images(g, [7], psi=0.5)
-  np.testing.assert_array_equal(image, images.to_uint8(g(z, psi=0.5)))
+  np.testing.assert_array_equal(image, images_lib.to_uint8(g(z, psi=0.5)))
 
 
 def test_psi_zero_gives_the_average_image_for_every_seed(workdir, g, tmp_path):
@@ -101,7 +101,7 @@ def test_psi_zero_gives_the_average_image_for_every_seed(workdir, g, tmp_path):
     np.testing.assert_array_equal(image, images[0])
   # ... and that image is the synthesis of the tracked average w.
   w_avg = np.broadcast_to(g.w_avg, (1, g.num_ws, g.w_dim))
-  np.testing.assert_array_equal(images.to_uint8(g.synthesis(w_avg))[0, ..., 0], images[0])
+  np.testing.assert_array_equal(images_lib.to_uint8(g.synthesis(w_avg))[0, ..., 0], images[0])
   assert images[0].std() > 0
   z = np.random.RandomState(0).randn(4, g.z_dim)
   np.testing.assert_allclose(g(z, psi=0.0), np.repeat(g.synthesis(w_avg), 4, axis=0), rtol=0,
@@ -165,10 +165,10 @@ def test_helpers():
   with pytest.raises(ValueError, match='bad seed range'):
     generate.parse_seeds('3-x')
   # NVIDIA's convention x * 127.5 + 128, clipped.
-  np.testing.assert_array_equal(images.to_uint8(np.array([-1.5, -1.0, 0.0, 0.5, 1.0, 2.0])),
+  np.testing.assert_array_equal(images_lib.to_uint8(np.array([-1.5, -1.0, 0.0, 0.5, 1.0, 2.0])),
                                 [0, 0, 128, 191, 255, 255])
   tiles = np.arange(3, dtype=np.uint8)[:, None, None, None] * np.ones((3, 2, 2, 1), np.uint8) + 1
-  grid = images.make_grid(tiles, cols=2)  # 2 rows: tiles 1, 2 / 3, black
+  grid = images_lib.make_grid(tiles, cols=2)  # 2 rows: tiles 1, 2 / 3, black
   np.testing.assert_array_equal(grid[..., 0], [[1, 1, 2, 2], [1, 1, 2, 2],
                                                [3, 3, 0, 0], [3, 3, 0, 0]])
 
