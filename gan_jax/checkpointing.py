@@ -13,7 +13,8 @@ from etils import epath
 
 def manager(workdir: str, checkpoint_config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=checkpoint_config.keep, create=True, enable_async_checkpointing=True)
+      max_to_keep=checkpoint_config.keep, create=True, enable_async_checkpointing=True,
+      cleanup_tmp_directories=True)  # half-written saves of a crashed run (reported first)
   return ocp.CheckpointManager(epath.Path(workdir) / 'checkpoints', options=options,
                                item_names=('state', 'meta'))
 
@@ -21,8 +22,34 @@ def manager(workdir: str, checkpoint_config) -> ocp.CheckpointManager:
 def save(mngr: ocp.CheckpointManager, state: Any, meta: dict, force: bool = False) -> bool:
   """Starts an (asynchronous) save of `state` at its step; `meta` is small JSON (kimg, ...)."""
   step = int(jax.device_get(state.step))
-  return mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+  try:
+    mngr.check_for_errors()  # a failed earlier (asynchronous) save surfaces here
+    saved = mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    meta=ocp.args.JsonSave(meta)), force=force)
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(mngr, f'at or before step {step}', e) from e
+  return saved
+
+
+def finish(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the last asynchronous save and raises CheckpointError if any save failed."""
+  try:
+    mngr.wait_until_finished()
+    mngr.check_for_errors()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(mngr, 'at the end of the run', e) from e
+  mngr.close()
+
+
+def _save_failed(mngr, when: str, error: Exception) -> 'CheckpointError':
+  return CheckpointError(
+      f'Saving a checkpoint failed {when} ({type(error).__name__}: {error}). The run stops here '
+      f'rather than go on unsaved; the complete checkpoints in {mngr.directory} are intact. Fix '
+      'the cause (disk space, permissions) and rerun the same command to resume from them.')
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be written."""
 
 
 def _restore_from(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):

@@ -14,6 +14,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Explicit checkpoint directory (an Orbax step dir or a checkpoints/ dir) to start from when the
   # workdir has none of its own. The workdir's latest checkpoint always wins.
   config.resume = ''
+  # The workdir holds another experiment's checkpoints (other model, data or seed): True moves
+  # them aside to checkpoints.replaced-<time> and starts fresh; False (default) refuses.
+  config.start_over = False
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'stylegan2'

@@ -23,6 +23,7 @@ from gan_jax import preemption
 from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train_step as train_step_lib
+from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
 
 
@@ -86,6 +87,8 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   info = pipeline.dataset_info(config.data)
   config_check.validate_resolution(info.resolution)
   if is_main:
+    workdir_lib.check_compatible(workdir_path, config, config.start_over)
+    workdir_lib.report_incomplete(workdir_path)
     workdir_path.mkdir(parents=True, exist_ok=True)
     (workdir_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
   G, D, c_dim = build(config, info)
@@ -190,7 +193,6 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
                         'same command again to continue.', stop.reason, step,
                         step * batch_size / 1000)
         break
-  ckpt.wait_until_finished()
-  ckpt.close()
+  checkpointing.finish(ckpt)
   writer.flush()
   return state
