@@ -52,7 +52,7 @@ class CheckpointError(RuntimeError):
   """A checkpoint could not be written."""
 
 
-def _restore_from(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):
+def restore_step(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
   return restored['state'], restored['meta']
@@ -76,13 +76,13 @@ def restore_or_init(mngr: ocp.CheckpointManager, abstract_state: Any, init_fn: C
   """Returns (state, meta, where-from). `abstract_state` carries the target shardings."""
   step = mngr.latest_step()
   if step is not None:
-    state, meta = _restore_from(mngr, step, abstract_state)
+    state, meta = restore_step(mngr, step, abstract_state)
     return state, meta, f'workdir checkpoint at step {step}'
   if resume:
     other, rstep = _resume_manager(resume)
     if rstep is None:
       raise FileNotFoundError(f'config.resume={resume!r} holds no checkpoint.')
-    state, meta = _restore_from(other, rstep, abstract_state)
+    state, meta = restore_step(other, rstep, abstract_state)
     other.close()
     return state, meta, f'{resume} at step {rstep}'
   logging.info('No checkpoint found: initialising a fresh state.')

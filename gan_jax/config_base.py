@@ -59,6 +59,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.ema_kimg = 10.0  # half-life of the G_ema weights, in kimg
   config.train.ema_rampup = 0.0  # >0: half-life at most this fraction of the images seen so far
   config.train.w_avg_beta = 0.995  # decay of the tracked average w used for truncation
+  # NaN/Inf in a loss or the weights: 'halt' (stop, naming the step) or 'rollback' (restore the
+  # last checkpoint, draw new latents, go on; at most max_rollbacks times, then halt).
+  config.train.nonfinite_action = 'halt'
+  config.train.max_rollbacks = 3
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # devices on the data-parallel axis (-1: all devices)

@@ -45,6 +45,9 @@ def validate(config, num_devices: int) -> None:
   for key in ('adam_b1', 'adam_b2', 'pl_decay', 'style_mixing_prob', 'w_avg_beta'):
     _require(0 <= t[key] <= 1, f'train.{key}', t[key], 'a number in [0, 1]')
   _require(t.adam_b2 < 1, 'train.adam_b2', t.adam_b2, 'below 1')
+  _require(t.nonfinite_action in ('halt', 'rollback'), 'train.nonfinite_action',
+           t.nonfinite_action, "'halt' or 'rollback'")
+  _require(t.max_rollbacks >= 0, 'train.max_rollbacks', t.max_rollbacks, 'a count >= 0')
   _require(config.model.mapping_layers >= 1, 'model.mapping_layers', config.model.mapping_layers,
            'at least 1')
   _require(config.model.conv_clamp >= 0, 'model.conv_clamp', config.model.conv_clamp,

@@ -133,66 +133,100 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   def save(state, step):
     checkpointing.save(ckpt, state, {'step': step, 'kimg': step * batch_size / 1000})
 
-  data = pipeline.InputPipeline(config.data, batch_size, config.seed, jax.process_index(),
-                                jax.process_count(), start_step=step)
+  def open_data(step):
+    return pipeline.InputPipeline(config.data, batch_size, config.seed, jax.process_index(),
+                                  jax.process_count(), start_step=step)
+
+  rollbacks = 0
+
+  def finite_or_rollback(unchecked):
+    """None when all is finite; else the last good state (nonfinite_action='rollback') or raise."""
+    nonlocal rollbacks
+    try:
+      guard.check_finite(unchecked)
+      return None
+    except guard.NonFiniteError as error:
+      ckpt.wait_until_finished()
+      last = ckpt.latest_step()
+      if (config.train.nonfinite_action != 'rollback' or last is None or
+          rollbacks >= config.train.max_rollbacks):
+        raise
+      rollbacks += 1
+      good, _ = checkpointing.restore_step(ckpt, last, abstract)
+      # New random draws from here on, so the same latents do not lead to the same blow-up.
+      good = good.replace(rng=jax.random.fold_in(good.rng, rollbacks))
+      logging.warning('%s Rolled back to the checkpoint of step %d (rollback %d of at most %d).',
+                      error, last, rollbacks, config.train.max_rollbacks)
+      return good
+
+  data = open_data(step)
   compiled_variants = set()
   compile_sec = 0.0
   tick_metrics, tick_start, tick_step = [], time.time(), step
   unchecked = []  # (step, metrics) not yet checked for non-finite values
-  with data, preemption.StopRequest() as stop:
-    if is_main and not (workdir_path / 'reals.png').exists():
-      reals = images_lib.to_uint8(data.batch_at(0)['image'])[:config.log.grid_cols * 4]
-      images_lib.save_png(workdir_path / 'reals.png',
-                          images_lib.make_grid(reals, min(config.log.grid_cols, len(reals))))
-    if step == 0:
-      write_grid(state, 0)
-    while step < num_steps:
-      batch = sharding.global_batch(next(data), batch_shard, batch_size)
-      flags = step_cfg.regularize(step)
-      if flags not in compiled_variants:  # the call blocks while it compiles: time it apart
-        compiled_variants.add(flags)
-        t0 = time.time()
-        state, metrics = step_fn(state, batch, *flags)
-        compile_sec += time.time() - t0
-        tick_start += time.time() - t0
-      else:
-        state, metrics = step_fn(state, batch, *flags)
-      tick_metrics.append(metrics)
-      unchecked.append((step, metrics))
-      step += 1
-      at_tick = step % config.log.every_steps == 0 or step == num_steps
-      stopping = stop.requested(step, at_tick)
-      if at_tick:
-        guard.check_finite(unchecked)  # host sync: once per tick
-        unchecked = []
-        scalars = _average(tick_metrics)
-        elapsed = time.time() - tick_start
-        images_done = (step - tick_step) * batch_size
-        sec_per_kimg = elapsed / (images_done / 1000)
-        kimg = step * batch_size / 1000
-        eta = sec_per_kimg * (num_steps - step) * batch_size / 1000
-        scalars.update({'timing/sec_per_kimg': sec_per_kimg,
-                        'timing/img_per_sec': images_done / elapsed, 'progress/kimg': kimg,
-                        'timing/compiled_variants': len(compiled_variants),
-                        'timing/compile_sec': compile_sec})
-        scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
-        writer.write_scalars(step, scalars)
-        logging.info('step %d  kimg %.2f  sec/kimg %.2f  img/s %.1f  ETA %s  G %.3f  D %.3f'
-                     '  (compiled %d variants in %.0fs)', step, kimg, sec_per_kimg,
-                     images_done / elapsed, _fmt_time(eta), scalars['loss/G'], scalars['loss/D'],
-                     len(compiled_variants), compile_sec)
-        tick_metrics, tick_start, tick_step = [], time.time(), step
-      if step % config.log.image_every_steps == 0 or step == num_steps:
-        write_grid(state, step)
-      if step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
-        guard.check_finite(unchecked)  # never save a checkpoint of non-finite weights
-        unchecked = []
-        save(state, step)
-      if stopping:
-        logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.2f); run the '
-                        'same command again to continue.', stop.reason, step,
-                        step * batch_size / 1000)
-        break
+  with preemption.StopRequest() as stop:
+    try:
+      if is_main and not (workdir_path / 'reals.png').exists():
+        reals = images_lib.to_uint8(data.batch_at(0)['image'])[:config.log.grid_cols * 4]
+        images_lib.save_png(workdir_path / 'reals.png',
+                            images_lib.make_grid(reals, min(config.log.grid_cols, len(reals))))
+      if step == 0:
+        write_grid(state, 0)
+      while step < num_steps:
+        batch = sharding.global_batch(next(data), batch_shard, batch_size)
+        flags = step_cfg.regularize(step)
+        if flags not in compiled_variants:  # the call blocks while it compiles: time it apart
+          compiled_variants.add(flags)
+          t0 = time.time()
+          state, metrics = step_fn(state, batch, *flags)
+          compile_sec += time.time() - t0
+          tick_start += time.time() - t0
+        else:
+          state, metrics = step_fn(state, batch, *flags)
+        tick_metrics.append(metrics)
+        unchecked.append((step, metrics))
+        step += 1
+        at_tick = step % config.log.every_steps == 0 or step == num_steps
+        stopping = stop.requested(step, at_tick)
+        if at_tick or step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
+          # Host sync: once per tick, and before every save (never save non-finite weights).
+          good = finite_or_rollback(unchecked)
+          unchecked = []
+          if good is not None:
+            state, step = good, int(jax.device_get(good.step))
+            data.close()
+            data = open_data(step)
+            tick_metrics, tick_start, tick_step = [], time.time(), step
+            continue
+        if at_tick:
+          scalars = _average(tick_metrics)
+          elapsed = time.time() - tick_start
+          images_done = (step - tick_step) * batch_size
+          sec_per_kimg = elapsed / (images_done / 1000)
+          kimg = step * batch_size / 1000
+          eta = sec_per_kimg * (num_steps - step) * batch_size / 1000
+          scalars.update({'timing/sec_per_kimg': sec_per_kimg,
+                          'timing/img_per_sec': images_done / elapsed, 'progress/kimg': kimg,
+                          'timing/compiled_variants': len(compiled_variants),
+                          'timing/compile_sec': compile_sec})
+          scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
+          writer.write_scalars(step, scalars)
+          logging.info('step %d  kimg %.2f  sec/kimg %.2f  img/s %.1f  ETA %s  G %.3f  D %.3f'
+                       '  (compiled %d variants in %.0fs)', step, kimg, sec_per_kimg,
+                       images_done / elapsed, _fmt_time(eta), scalars['loss/G'], scalars['loss/D'],
+                       len(compiled_variants), compile_sec)
+          tick_metrics, tick_start, tick_step = [], time.time(), step
+        if step % config.log.image_every_steps == 0 or step == num_steps:
+          write_grid(state, step)
+        if step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
+          save(state, step)
+        if stopping:
+          logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.2f); run the '
+                          'same command again to continue.', stop.reason, step,
+                          step * batch_size / 1000)
+          break
+    finally:
+      data.close()
   checkpointing.finish(ckpt)
   writer.flush()
   return state

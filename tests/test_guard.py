@@ -56,6 +56,28 @@ def test_nan_halts_before_a_checkpoint_is_written(fake_source, tmp_path, monkeyp
   assert kept == ['2']
 
 
+def test_nan_with_rollback_restores_the_last_checkpoint_and_goes_on(fake_source, tmp_path,
+                                                                    monkeypatch):
+  original = pipeline.InputPipeline.__next__
+  poisoned_once = []
+
+  def poisoned(self):
+    step = self.step
+    batch = original(self)
+    if step == 3 and not poisoned_once:
+      poisoned_once.append(step)
+      batch = dict(batch, image=np.full_like(batch['image'], np.nan))
+    return batch
+
+  monkeypatch.setattr(pipeline.InputPipeline, '__next__', poisoned)
+  config = tiny_config(fake_source, **{'checkpoint.every_steps': 2,
+                                       'train.nonfinite_action': 'rollback'})
+  state = train.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
+  assert poisoned_once == [3] and int(state.step) == 10
+  for leaf in jax.tree_util.tree_leaves(jax.device_get(state)):
+    assert np.all(np.isfinite(leaf))
+
+
 def test_stop_request_saves_and_stops_at_the_step(fake_source, tmp_path, monkeypatch):
   """A stop request (what SIGTERM sets) ends the loop after the current step, with a checkpoint;
   the same run started again continues to the end."""
