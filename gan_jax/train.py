@@ -1,6 +1,5 @@
 """train_and_evaluate(config, workdir): mesh, data, state, the jitted step and the loop."""
 
-import json
 from absl import logging
 import math
 import os

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -95,7 +94,6 @@ def test_train_step_updates_and_ema(fake_source):
 
 
 def _final_state(workdir):
-  from gan_jax import checkpointing  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   mngr = ocp.CheckpointManager(Path(workdir) / 'checkpoints',
                                options=ocp.CheckpointManagerOptions(read_only=True),

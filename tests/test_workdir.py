@@ -1,6 +1,5 @@
 """Workdir safety: another experiment's checkpoints, incomplete checkpoints, failed saves."""
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -10,3 +10,6 @@ from gan_jax.metrics.frechet import frechet_distance
 from gan_jax.metrics.frechet import kernel_inception_distance
 from gan_jax.metrics.inception import inception_features
 from gan_jax.metrics.inception import load_params
+
+__all__ = ['FeatureStats', 'frechet_distance', 'kernel_inception_distance', 'inception_features',
+           'load_params']
