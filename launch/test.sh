@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet -e ".[test]"
 status=0
-python -m pytest -q "$@" || status=$?
+# Two pytest workers (one per core here; PYTEST_WORKERS=0 runs serially); a test file stays on one
+# worker, so its module-scoped fixtures (compiled steps, built datasets) are built once.
+python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: failing." >&2
   exit 1
