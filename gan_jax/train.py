@@ -41,6 +41,21 @@ def build(config, info: pipeline.DataInfo):
   return G, D, c_dim
 
 
+def sharded_step(config, mesh, G, D, g_tx, d_tx, c_dim: int):
+  """(abstract state with shardings, state shardings, batch sharding, StepConfig, jitted step):
+  the train step exactly as the loop runs it; `gan_jax.aot` compiles this for a TPU topology."""
+  rep, batch_shard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
+  state_shard = sharding.state_sharding(mesh, abstract)
+  abstract = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shard)
+  step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
+  step_fn = train_step_lib.jit_train_step(
+      train_step_lib.make_train_step(G, D, g_tx, d_tx, step_cfg, batch_shard),
+      state_shard, batch_shard, rep)
+  return abstract, state_shard, batch_shard, step_cfg, step_fn
+
+
 def make_generate_fn(G):
   """jit(ema_params, ema_buffers, z, c, psi) -> images, noise_mode 'const' (reproducible)."""
   def generate(params, buffers, z, c, psi):
@@ -94,11 +109,8 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   g_tx, d_tx = optim.make_optimizers(config.train)
   batch_size = config.train.batch_size
 
-  rep, batch_shard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
-  state_shard = sharding.state_sharding(mesh, abstract)
-  abstract = jax.tree_util.tree_map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shard)
+  abstract, state_shard, batch_shard, step_cfg, step_fn = sharded_step(config, mesh, G, D, g_tx,
+                                                                       d_tx, c_dim)
   init_fn = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
                     out_shardings=state_shard)
 
@@ -111,10 +123,6 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
                step, num_steps, state_lib.param_count(state.g_params),
                state_lib.param_count(state.d_params), mesh.size)
 
-  step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
-  step_fn = train_step_lib.jit_train_step(
-      train_step_lib.make_train_step(G, D, g_tx, d_tx, step_cfg, batch_shard),
-      state_shard, batch_shard, rep)
   generate = make_generate_fn(G)
   grid_z, grid_c = grid_latents(config, G, c_dim)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
