@@ -27,33 +27,23 @@ non-square image, or one smaller than the resolution, stops the build with a
 from __future__ import annotations
 
 import argparse
-import collections
-import concurrent.futures
 import dataclasses
 import functools
-import io
 import os
 import sys
-from typing import Callable, Iterable, Iterator
 
 from absl import logging
-from PIL import Image
 import tensorflow_datasets as tfds
 
+from gan_jax.data import image_files
 from gan_jax.data.errors import DatasetError
 
 HOMEPAGE = 'https://github.com/NVlabs/ffhq-dataset'
 RESOLUTIONS = (1024, 512, 256, 128)  # predefined builder configs
 CHANNELS = 3
-RESIZE_FILTERS = {'lanczos': Image.Resampling.LANCZOS,
-                  'box': Image.Resampling.BOX}
+RESIZE_FILTERS = image_files.RESIZE_FILTERS
 DEFAULT_RESIZE_FILTER = 'lanczos'
 SKIPPED_REPORT = 'skipped_files.txt'
-
-# Errors PIL raises for a file it cannot decode (truncated, not an image, ...).
-_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError,
-               Image.DecompressionBombError)
-_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 _LOG_EVERY = 1000  # images between progress lines
 
 _CITATION = """\
@@ -102,11 +92,6 @@ def find_images(source_dir: str | os.PathLike) -> list[str]:
   return sorted(found, key=lambda path: (os.path.basename(path), path))
 
 
-def _is_rgb8_png(raw: bytes) -> bool:
-  # IHDR starts at byte 8; bit depth is byte 24, colour type (2: RGB) byte 25.
-  return raw[:8] == _PNG_SIGNATURE and raw[24:26] == b'\x08\x02'
-
-
 def encode_image(path: str, resolution: int,
                  resize_filter: str = DEFAULT_RESIZE_FILTER) -> bytes | None:
   """PNG bytes of the image at `path` as RGB, resolution x resolution.
@@ -114,44 +99,20 @@ def encode_image(path: str, resolution: int,
   Returns None when PIL cannot read the file. Raises DatasetError when the
   image is not square or is smaller than `resolution`.
   """
+  conversion = image_files.Conversion(resolution, CHANNELS, fit='refuse',
+                                      small='reject',
+                                      resize_filter=resize_filter)
   try:
     with open(path, 'rb') as f:
       raw = f.read()
-    with Image.open(io.BytesIO(raw)) as image:
-      image.load()
-      rgb = image.convert('RGB')
-  except _UNREADABLE:
+    return image_files.convert(raw, conversion)
+  except OSError:
     return None
-  width, height = rgb.size
-  if width != height:
-    raise DatasetError(f'{path}: image is {width}x{height}; FFHQ images must '
-                       f'be square. Remove or crop the file.')
-  if width < resolution:
-    raise DatasetError(f'{path}: image is {width}x{height}, smaller than the '
-                       f'resolution {resolution}; refusing to upscale.')
-  if width == resolution and _is_rgb8_png(raw):
-    return raw  # stored unchanged
-  if width != resolution:
-    rgb = rgb.resize((resolution, resolution), RESIZE_FILTERS[resize_filter])
-  buffer = io.BytesIO()
-  rgb.save(buffer, format='PNG')
-  return buffer.getvalue()
-
-
-def _ordered_map(fn: Callable, items: Iterable, num_workers: int) -> Iterator:
-  """fn(item) for each item in order, computed by threads a bounded way ahead.
-
-  PIL releases the GIL while it decodes and resizes, not while it encodes a
-  PNG into memory, so threads speed up only part of the work.
-  """
-  with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
-    pending = collections.deque()
-    for item in items:
-      pending.append(pool.submit(fn, item))
-      if len(pending) >= 4 * num_workers:
-        yield pending.popleft().result()
-    while pending:
-      yield pending.popleft().result()
+  except image_files.Unusable as e:
+    if e.unreadable:
+      return None
+    raise DatasetError(f'{path}: {e}; FFHQ images are square and at least '
+                       f'the resolution: remove or crop the file.') from e
 
 
 class Ffhq(tfds.core.GeneratorBasedBuilder):
@@ -257,7 +218,8 @@ class Ffhq(tfds.core.GeneratorBasedBuilder):
     encode = functools.partial(encode_image, resolution=r,
                                resize_filter=resize_filter)
     skipped = []
-    for i, png in enumerate(_ordered_map(encode, paths, self._num_workers)):
+    encoded = image_files.ordered_map(encode, paths, self._num_workers)
+    for i, png in enumerate(encoded):
       if png is None:
         logging.warning('ffhq: skipping unreadable %s', paths[i])
         skipped.append(files[i])
