@@ -17,10 +17,12 @@ number of processes. Each process reads only its own slice, by random access
 into the ArrayRecord files TFDS wrote (`builder.as_data_source(split)`).
 
 `config.data` fields:
-  name         registry key in `DATASETS` ('fashion_mnist_local', 'ffhq/1024',
-               'ffhq/256').
+  name         registry key in `DATASETS` ('fashion_mnist_local', 'lfw_faces',
+               'ffhq/1024', 'ffhq/256', 'celeb_a_hq/1024' ... '/128'), or
+               'prepared/NAME': a dataset `gan_jax.data.prepare` wrote.
   data_dir     TFDS data_dir; None -> TFDS's default (~/tensorflow_datasets).
-  source_dir   where local builders read their raw files from.
+  source_dir   where local builders read their raw files from (CelebA-HQ:
+               the folder with its data{R}x{R}.tar).
   resize_filter  optional, FFHQ only: 'lanczos' or 'box' (see `ffhq`).
   split        'train'.
   xflip        random horizontal flips (a pure function of seed, step, slot).
@@ -39,8 +41,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from gan_jax.data import celeb_a_hq
 from gan_jax.data import fashion_mnist
 from gan_jax.data import ffhq
+from gan_jax.data import lfw
+from gan_jax.data import prepare
 from gan_jax.data import sampler as sampler_lib
 from gan_jax.data.errors import DatasetError
 
@@ -55,9 +60,12 @@ class DatasetEntry:
   Attributes:
     builder_cls: a `tfds.core.DatasetBuilder` subclass.
     builder_kwargs: config.data -> extra constructor kwargs (besides data_dir).
+    prepare: (builder, config.data) -> None, builds an unprepared dataset (or
+      raises DatasetError saying how); None: `builder.download_and_prepare()`.
   """
   builder_cls: type[tfds.core.DatasetBuilder]
   builder_kwargs: Callable[[Any], Mapping[str, Any]] = lambda _: {}
+  prepare: Callable[[Any, Any], None] | None = None
 
 
 def _fashion_mnist_kwargs(data_config) -> dict[str, Any]:
@@ -82,6 +90,11 @@ DATASETS: Mapping[str, DatasetEntry] = {
                                         _fashion_mnist_kwargs),
     'ffhq/1024': DatasetEntry(ffhq.Ffhq, functools.partial(_ffhq_kwargs, 1024)),
     'ffhq/256': DatasetEntry(ffhq.Ffhq, functools.partial(_ffhq_kwargs, 256)),
+    'lfw_faces': DatasetEntry(lfw.LfwFaces),
+    **{f'celeb_a_hq/{r}': DatasetEntry(
+        celeb_a_hq.builder_cls(),
+        functools.partial(celeb_a_hq.builder_kwargs, r), celeb_a_hq.prepare)
+       for r in celeb_a_hq.RESOLUTIONS},
 }
 
 
@@ -106,23 +119,48 @@ def load_builder(data_config, build: bool = True) -> tfds.core.DatasetBuilder:
 
   Args:
     data_config: `config.data` (see the module docstring).
-    build: run `download_and_prepare()` when the dataset is not yet prepared
-      in `data_config.data_dir`. Local builders never download anything.
+    build: build the dataset when it is not yet prepared in
+      `data_config.data_dir`. Local builders never download anything;
+      'prepared/NAME' datasets are only read (`gan_jax.data.prepare` writes
+      them).
 
   Raises:
-    DatasetError: unknown name, or the builder's raw files are missing or
-      corrupt (the message says how to fix it).
+    DatasetError: unknown name, the builder's raw files are missing or
+      corrupt, or the dataset is not in ArrayRecord (the message says how to
+      fix it).
   """
   name = data_config.name
+  if name.startswith(prepare.PREFIX):
+    return prepare.load(name[len(prepare.PREFIX):], data_config.get('data_dir'))
   if name not in DATASETS:
-    raise DatasetError(f'Unknown dataset {name!r}; known: {sorted(DATASETS)}. '
-                       f'Register new ones in gan_jax/data/pipeline.py.')
+    raise DatasetError(f'Unknown dataset {name!r}; known: {sorted(DATASETS)} '
+                       f'or {prepare.PREFIX}NAME (python -m '
+                       f'gan_jax.data.prepare). Register new builders in '
+                       f'gan_jax/data/pipeline.py.')
   entry = DATASETS[name]
-  builder = entry.builder_cls(data_dir=data_config.get('data_dir'),
-                              **entry.builder_kwargs(data_config))
+  try:
+    builder = entry.builder_cls(data_dir=data_config.get('data_dir'),
+                                **entry.builder_kwargs(data_config))
+  except ValueError as e:  # TFDS: prepared in another format than requested
+    if 'file format' not in str(e).lower():
+      raise
+    raise DatasetError(_format_hint(name, data_config, e)) from e
   if build and not builder.is_prepared():
-    builder.download_and_prepare()
+    if entry.prepare is None:
+      builder.download_and_prepare()
+    else:
+      entry.prepare(builder, data_config)
+  if builder.is_prepared() and builder.info.file_format.value != 'array_record':
+    raise DatasetError(_format_hint(name, data_config,
+                                    builder.info.file_format.value))
   return builder
+
+
+def _format_hint(name: str, data_config, found) -> str:
+  return (f'{name} in {data_config.get("data_dir")} is not stored as '
+          f'ArrayRecord ({found}); the input pipeline reads records by index '
+          f'from ArrayRecord. Rebuild it with `tfds build ... --file_format '
+          f'array_record` into another data_dir.')
 
 
 def _info_from_builder(builder: tfds.core.DatasetBuilder,
