@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gan_jax import config_base
+from gan_jax import train
 from gan_jax.data import celeb_a_hq
 from gan_jax.data import image_files
 from gan_jax.data import pipeline
@@ -139,6 +141,18 @@ def test_pipeline_reads_prepared_by_name(tree):
       pipeline.to_model_range(np.stack([stored[i]['image'] for i in indices])))
   np.testing.assert_array_equal(batch['label'],
                                 [stored[i]['label'] for i in indices])
+
+
+def test_conditional_model_gets_class_count_from_dataset(tree):
+  _, data_dir, _ = tree
+  config = config_base.get_base_config()
+  config.data.name = 'prepared/tree'
+  config.data.data_dir = str(data_dir)
+  config.model.conditional = True
+  _, _, c_dim = train.build(config, pipeline.dataset_info(config.data))
+  assert c_dim == 2
+  config.model.conditional = False
+  assert train.build(config, pipeline.dataset_info(config.data))[2] == 0
 
 
 def test_missing_prepared_dataset_gives_recipe(tmp_path):
