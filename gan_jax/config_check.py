@@ -6,6 +6,8 @@ already refused by ml_collections (configs are locked and typed); this checks va
 
 import math
 
+from gan_jax.metrics import registry
+
 
 class ConfigError(ValueError):
   """A config value is impossible; the message says which key and what is allowed."""
@@ -36,6 +38,10 @@ def validate(config, num_devices: int) -> None:
     _positive(config, key)
   _require(t.batch_size % num_devices == 0, 'train.batch_size', t.batch_size,
            f'must be divisible by the {num_devices} devices of the mesh')
+  _require(isinstance(config.mesh.fsdp, int) and config.mesh.fsdp >= 1, 'mesh.fsdp',
+           config.mesh.fsdp, 'a positive number of devices (1: no parameter sharding)')
+  _require(config.mesh.fsdp_min_size >= 0, 'mesh.fsdp_min_size', config.mesh.fsdp_min_size,
+           'a number of elements >= 0')
   _require(t.max_steps >= 0, 'train.max_steps', t.max_steps, '0 (no limit) or a step count')
   for key in ('r1_interval', 'pl_interval'):
     _require(t[key] >= 0, f'train.{key}', t[key], '0 (off) or a step interval')
@@ -52,12 +58,25 @@ def validate(config, num_devices: int) -> None:
            'at least 1')
   _require(config.model.conv_clamp >= 0, 'model.conv_clamp', config.model.conv_clamp,
            '0 (off) or a positive clamp')
+  _require(config.model.get('num_bf16_res', 0) >= 0, 'model.num_bf16_res',
+           config.model.get('num_bf16_res', 0), '0 (all float32) or more')
   # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
   group = config.model.mbstd_group_size
   _require(group >= 1 and t.batch_size % min(group, t.batch_size) == 0, 'model.mbstd_group_size',
            group, f'>= 1 and dividing train.batch_size={t.batch_size}')
   _require(config.model.mbstd_num_channels >= 1, 'model.mbstd_num_channels',
            config.model.mbstd_num_channels, 'at least 1')
+  evals = config.get('evals')
+  if evals is not None:
+    try:
+      registry.parse_list(evals.metrics)
+    except ValueError as error:
+      raise ConfigError(f'config.evals.metrics={evals.metrics!r} is not allowed: {error}') from None
+    _require(evals.every_kimg >= 0, 'evals.every_kimg', evals.every_kimg,
+             '0 (only at the end) or an interval in kimg')
+    _positive(config, 'evals.batch_size', integer=True)
+    _require(evals.max_images >= 0, 'evals.max_images', evals.max_images,
+             '0 (the metrics\' own counts) or a cap')
 
 
 def validate_resolution(resolution: int) -> None:

@@ -99,7 +99,7 @@ def _correlate_axis(x: Array, taps: np.ndarray, axis: int, down: int) -> Array:
     if c == 0:
       continue
     term = jax.lax.slice_in_dim(x, t, t + down * (n_out - 1) + 1, stride=down, axis=axis)
-    term = term * np.float32(c)
+    term = term * float(c)  # a weak-typed constant keeps x's dtype (bfloat16 stays bfloat16)
     out = term if out is None else out + term
   if out is None:  # an all-zero filter
     out = jnp.zeros_like(jax.lax.slice_in_dim(x, 0, down * (n_out - 1) + 1, stride=down, axis=axis))
@@ -156,7 +156,7 @@ def upfirdn2d(x: Array, f, up=1, down=1, padding: Padding = 0, flip_filter: bool
       if f2d[ty, tx] == 0:
         continue
       term = x[:, ty:ty + downy * (n_h - 1) + 1:downy, tx:tx + downx * (n_w - 1) + 1:downx]
-      term = term * np.float32(f2d[ty, tx])
+      term = term * float(f2d[ty, tx])
       out = term if out is None else out + term
   return out
 
@@ -204,7 +204,7 @@ def bias_act(x: Array, b: Optional[Array] = None, act: str = 'linear',
   x = fn(x)
   gain = default_gain if gain is None else gain
   if gain != 1:
-    x = x * np.float32(gain)
+    x = x * float(gain)
   if clamp is not None and clamp >= 0:
     x = jnp.clip(x, -clamp, clamp)
   return x

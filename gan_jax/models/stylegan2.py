@@ -37,6 +37,20 @@ def channels_at(res: int, channel_base: int, channel_max: int) -> int:
   return min(channel_base // res, channel_max)
 
 
+def compute_dtype(res: int, img_resolution: int, num_bf16_res: int):
+  """bfloat16 for the `num_bf16_res` highest resolutions (never below 8x8), else float32.
+
+  NVIDIA's num_fp16_res rule with bfloat16 in place of float16: bfloat16 has float32's exponent
+  range, so it needs none of float16's overflow guards; what keeps it stable is the activation
+  clamp (model.conv_clamp, 256 as NVIDIA) on every conv and, in G, the RGB skip sum, which stays
+  float32.
+  """
+  if num_bf16_res <= 0:
+    return jnp.float32
+  threshold = max(2 ** (_log2_resolution(img_resolution) + 1 - num_bf16_res), 8)
+  return jnp.bfloat16 if res >= threshold else jnp.float32
+
+
 def _log2_resolution(img_resolution: int) -> int:
   log2 = int(round(math.log2(img_resolution)))
   if img_resolution < 4 or 2 ** log2 != img_resolution:
@@ -135,7 +149,8 @@ class SynthesisLayer(nn.Module):
       if noise_mode == 'random':
         # At init without a 'noise' stream, borrow 'params' (the values are thrown away anyway).
         stream = 'noise' if (self.has_rng('noise') or not self.is_initializing()) else 'params'
-        x = x + jax.random.normal(self.make_rng(stream), (n, res, res, 1), x.dtype) * strength
+        noise = jax.random.normal(self.make_rng(stream), (n, res, res, 1), x.dtype)
+        x = x + noise * strength.astype(x.dtype)
       elif noise_mode == 'const':
         x = x + (noise_const.value * strength)[None, :, :, None].astype(x.dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
@@ -169,6 +184,7 @@ class SynthesisBlock(nn.Module):
   img_channels: int
   conv_clamp: Optional[float] = None
   resample_filter: Sequence[float] = (1, 3, 3, 1)
+  dtype: jnp.dtype = jnp.float32  # of the feature maps; the RGB skip image stays float32
 
   @nn.compact
   def __call__(self, x: Optional[Array], img: Optional[Array], ws: Array,
@@ -178,16 +194,18 @@ class SynthesisBlock(nn.Module):
                        resample_filter=self.resample_filter)
     if x is None:
       const = self.param('const', jax.random.normal, (res, res, self.features))
-      x = jnp.broadcast_to(const[None], (ws.shape[0], res, res, self.features))
+      x = jnp.broadcast_to(const[None].astype(self.dtype), (ws.shape[0], res, res, self.features))
       x = SynthesisLayer(**conv_kwargs, name='conv1')(x, ws[:, 0], noise_mode)
       i = 1
     else:
+      x = x.astype(self.dtype)
       x = SynthesisLayer(**conv_kwargs, up=2, name='conv0')(x, ws[:, 0], noise_mode)
       x = SynthesisLayer(**conv_kwargs, name='conv1')(x, ws[:, 1], noise_mode)
       i = 2
     if img is not None:
       img = layers.upsample2d(img, layers.setup_filter(self.resample_filter))
     y = ToRGBLayer(self.img_channels, conv_clamp=self.conv_clamp, name='torgb')(x, ws[:, i])
+    y = y.astype(jnp.float32)
     img = y if img is None else img + y
     return x, img
 
@@ -200,6 +218,7 @@ class SynthesisNetwork(nn.Module):
   channel_base: int = 32768
   channel_max: int = 512
   conv_clamp: Optional[float] = None
+  num_bf16_res: int = 0  # the highest resolutions computed in bfloat16 (0: all float32)
 
   @property
   def num_ws(self) -> int:
@@ -216,7 +235,9 @@ class SynthesisNetwork(nn.Module):
       res = 2 ** log2
       num_conv = 1 if res == 4 else 2
       block = SynthesisBlock(channels_at(res, self.channel_base, self.channel_max), res,
-                             self.img_channels, conv_clamp=self.conv_clamp, name=f'b{res}')
+                             self.img_channels, conv_clamp=self.conv_clamp,
+                             dtype=compute_dtype(res, self.img_resolution, self.num_bf16_res),
+                             name=f'b{res}')
       x, img = block(x, img, ws[:, w_idx:w_idx + num_conv + 1], noise_mode)
       w_idx += num_conv
     return img
@@ -238,6 +259,7 @@ class Generator(nn.Module):
   channel_base: int = 32768
   channel_max: int = 512
   conv_clamp: Optional[float] = None
+  num_bf16_res: int = 0
   w_avg_beta: float = 0.995
 
   @property
@@ -251,7 +273,8 @@ class Generator(nn.Module):
                                   w_avg_beta=self.w_avg_beta)
     self.synthesis = SynthesisNetwork(self.w_dim, self.img_resolution, self.img_channels,
                                       channel_base=self.channel_base,
-                                      channel_max=self.channel_max, conv_clamp=self.conv_clamp)
+                                      channel_max=self.channel_max, conv_clamp=self.conv_clamp,
+                                      num_bf16_res=self.num_bf16_res)
 
   def map(self, z: Array, c: Optional[Array], truncation_psi=1.0,
           truncation_cutoff: Optional[int] = None, update_w_avg: bool = False) -> Array:
@@ -285,12 +308,14 @@ class DiscriminatorBlock(nn.Module):
   first: bool
   conv_clamp: Optional[float] = None
   resample_filter: Sequence[float] = (1, 3, 3, 1)
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Optional[Array], img: Array) -> Array:
     conv = lambda *a, **k: layers.EqualizedConv2d(*a, conv_clamp=self.conv_clamp, **k)
     if self.first:
-      x = conv(self.tmp_channels, 1, activation='lrelu', name='fromrgb')(img)
+      x = conv(self.tmp_channels, 1, activation='lrelu', name='fromrgb')(img.astype(self.dtype))
+    x = x.astype(self.dtype)
     s = math.sqrt(0.5)
     y = layers.EqualizedConv2d(self.out_channels, 1, down=2, use_bias=False, gain=s,
                                resample_filter=self.resample_filter, name='skip')(x)
@@ -344,6 +369,7 @@ class Discriminator(nn.Module):
   channel_base: int = 32768
   channel_max: int = 512
   conv_clamp: Optional[float] = None
+  num_bf16_res: int = 0  # the highest resolutions computed in bfloat16 (0: all float32)
   mbstd_group_size: Optional[int] = 4
   mbstd_num_channels: int = 1
   cmap_dim: Optional[int] = None
@@ -361,7 +387,11 @@ class Discriminator(nn.Module):
     x = None
     for res in [2 ** i for i in range(log2, 2, -1)]:
       x = DiscriminatorBlock(ch(res), ch(res // 2), first=res == self.img_resolution,
-                             conv_clamp=self.conv_clamp, name=f'b{res}')(x, img)
+                             conv_clamp=self.conv_clamp,
+                             dtype=compute_dtype(res, self.img_resolution, self.num_bf16_res),
+                             name=f'b{res}')(x, img)
+    if x is not None:
+      x = x.astype(jnp.float32)  # the 4x4 epilogue (minibatch std, fc, out) runs in float32
     cmap_dim = 0
     cmap = None
     if self.c_dim > 0:
