@@ -76,8 +76,6 @@ def test_pixels_are_lanczos_of_skimage_faces(built):
   diff = np.abs(stored.astype(int) - expected)
   assert diff.max() <= 1  # PIL accumulates in float32: rare rounding flips
   assert (diff == 0).mean() > 0.99
-  # Faces, not skimage's background patches (images 100..199).
-  assert not np.array_equal(stored[0], reference_faces()[1])
 
 
 def test_pipeline_batches_with_flips(built):

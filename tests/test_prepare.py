@@ -170,7 +170,7 @@ def test_zip_with_dataset_json_grayscale_and_upscale(tmp_path):
       'imgs/y.png': encoded(gray, 'L'),  # 4x4: upscaled
       'imgs/z.png': encoded(pattern(7, (8, 8, 3))),  # not in dataset.json
   }
-  labels = {'labels': [['imgs/x.png', 2], ['imgs/y.png', 0]]}
+  labels = {'labels': [['imgs/x.png', 2], ['./imgs/y.png', 0]]}
   path = tmp_path / 'src.zip'
   with zipfile.ZipFile(path, 'w') as zf:
     for name, data in files.items():

@@ -94,13 +94,14 @@ class Source:
       names = []
       for root, dirs, files in os.walk(self.path):
         dirs.sort()
-        rel = os.path.relpath(root, self.path)
-        names.extend(name if rel == '.' else f'{rel}/{name}'.replace(os.sep, '/')
+        rel = os.path.relpath(root, self.path).replace(os.sep, '/')
+        names.extend(name if rel == '.' else f'{rel}/{name}'
                      for name in files)
     elif zipfile.is_zipfile(self.path):
       self._zip = zipfile.ZipFile(self.path)
       names = [info.filename for info in self._zip.infolist()
-               if not info.is_dir() and not info.filename.startswith('__MACOSX/')]
+               if not info.is_dir()
+               and not info.filename.startswith('__MACOSX/')]
     elif os.path.exists(self.path):
       raise DatasetError(f'--source {self.path!r} is neither a folder nor a '
                          f'zip file.')
@@ -144,7 +145,7 @@ def find_labels(source: Source, mode: str) -> tuple[dict[str, int] | None,
                        f' 0], ...]}} there, or use --labels none|subfolders.')
   try:
     entries = json.loads(source.read(LABELS_FILE))['labels']
-    labels = {str(path).replace('\\', '/'): label for path, label in entries}
+    labels = {_normalize(path): label for path, label in entries}
   except (ValueError, KeyError, TypeError) as e:
     raise DatasetError(f'{LABELS_FILE} in {source.path!r} is not NVIDIA\'s '
                        f'format {{"labels": [["dir/img.png", 3], ...]}}: '
@@ -157,6 +158,11 @@ def find_labels(source: Source, mode: str) -> tuple[dict[str, int] | None,
   if not labels:
     raise DatasetError(f'{LABELS_FILE} in {source.path!r} lists no labels.')
   return labels, [str(c) for c in range(max(labels.values()) + 1)]
+
+
+def _normalize(path) -> str:
+  path = str(path).replace('\\', '/')
+  return path[2:] if path.startswith('./') else path
 
 
 class PreparedConfig(tfds.core.BuilderConfig):
@@ -267,7 +273,7 @@ class Prepared(tfds.core.GeneratorBasedBuilder):
 
 
 def _swap_in(built: str, final: str) -> None:
-  """Replaces folder `final` by `built` with renames; `final` survives errors."""
+  """Replaces folder `final` by `built` by renames; `final` survives errors."""
   old = None
   if os.path.exists(final):
     old = f'{final}.old-{uuid.uuid4().hex[:8]}'
@@ -341,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m gan_jax.data.prepare',
       description='Writes a folder or zip of images as the TFDS dataset '
-                  'prepared/NAME (train with --config.data.name=prepared/NAME).')
+                  'prepared/NAME (train: --config.data.name=prepared/NAME).')
   parser.add_argument('--source', required=True, help='folder or .zip')
   parser.add_argument('--name', required=True, help='dataset name')
   parser.add_argument('--resolution', type=int, required=True,
