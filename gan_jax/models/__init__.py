@@ -1,8 +1,10 @@
 """Model registry: name -> (Generator class, Discriminator class), and `build` from a config."""
 
+from gan_jax.models import stylegan
 from gan_jax.models import stylegan2
 
 MODELS = {
+    'stylegan': (stylegan.Generator, stylegan.Discriminator),  # fixed resolution (stage None)
     'stylegan2': (stylegan2.Generator, stylegan2.Discriminator),
 }
 
