@@ -74,6 +74,26 @@ def test_adain_epilogue_with_const_noise_matches_numpy():
     layer.apply(v, jnp.asarray(x), jnp.asarray(w), 'fixed')
 
 
+def test_random_noise_comes_from_the_noise_stream():
+  x = np.random.RandomState(16).randn(2, 4, 4, 3).astype(np.float32)
+  w = np.random.RandomState(17).randn(2, 5).astype(np.float32)
+  layer = stylegan.LayerEpilogue(resolution=4)
+  v = random_variables(layer, jnp.asarray(x), jnp.asarray(w), 'none', seed=18)
+
+  @jax.jit
+  def run(v, key):
+    return layer.apply(v, jnp.asarray(x), jnp.asarray(w), 'random', rngs={'noise': key})
+
+  a, b = run(v, jax.random.PRNGKey(0)), run(v, jax.random.PRNGKey(1))
+  np.testing.assert_array_equal(a, run(v, jax.random.PRNGKey(0)))
+  assert float(jnp.abs(a - b).max()) > 1e-3
+  # With zero strength the noise vanishes: 'random' equals 'none'.
+  zero = jax.tree_util.tree_map(lambda t: t, v)
+  zero['params']['noise_strength'] = jnp.zeros(3)
+  np.testing.assert_allclose(run(zero, jax.random.PRNGKey(0)),
+                             layer.apply(zero, jnp.asarray(x), jnp.asarray(w), 'none'), atol=1e-6)
+
+
 def test_affine_style_starts_at_scale_one_bias_zero():
   layer = stylegan.LayerEpilogue(resolution=4)
   x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((1, 3))
