@@ -6,7 +6,7 @@ As in the paper (its Fig. 1 and Sec. 2-3), with the official code's defaults:
   multiplier 0.01 (StyleGAN2's `MappingNetwork`, shared; labels are embedded and concatenated).
   It tracks w_avg (buffer, w_avg <- lerp(batch mean of w, w_avg, 0.995)) for the truncation
   trick w' = w_avg + psi * (w - w_avg), applied to the first `truncation_cutoff` ws only (8 by
-  default, i.e. resolutions 4..32, as the paper's figures).
+  default as in the official code, i.e. the layers of resolutions 4..32).
 * Synthesis network: a learned constant 4x4 input (initialised to ones); per resolution r > 4
   nearest-neighbour upsampling, a 3x3 conv and the binomial [1, 2, 1] blur, then a second 3x3
   conv (the 4x4 block has one conv after the constant). After the constant and after every conv
