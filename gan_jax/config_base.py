@@ -64,6 +64,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.nonfinite_action = 'halt'
   config.train.max_rollbacks = 3
 
+  # Adaptive discriminator augmentation (gan_jax/augment.py), NVIDIA's StyleGAN2-ADA defaults.
+  config.augment = ml_collections.ConfigDict()
+  # 'none' (D sees the images as they are) or a preset: blit, geom, color, filter, noise, cutout,
+  # bg, bgc (NVIDIA's default), bgcf, bgcfn, bgcfnc.
+  config.augment.pipe = 'none'
+  config.augment.p = 0.0  # initial augmentation probability (the fixed one when target is None)
+  # ADA: move p so that E[sign(D(real))] approaches this; None keeps p fixed at augment.p.
+  config.augment.target = ml_collections.FieldReference(0.6, field_type=float)
+  config.augment.ada_kimg = 500.0  # p can go from 0 to 1 in this many kimg
+  config.augment.interval = 4  # adjust p every N steps
+
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # devices on the data-parallel axis (-1: all devices)
 

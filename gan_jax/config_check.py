@@ -6,6 +6,7 @@ already refused by ml_collections (configs are locked and typed); this checks va
 
 import math
 
+from gan_jax import augment
 from gan_jax.metrics import registry
 
 
@@ -54,6 +55,7 @@ def validate(config, num_devices: int) -> None:
   _require(t.nonfinite_action in ('halt', 'rollback'), 'train.nonfinite_action',
            t.nonfinite_action, "'halt' or 'rollback'")
   _require(t.max_rollbacks >= 0, 'train.max_rollbacks', t.max_rollbacks, 'a count >= 0')
+  _validate_augment(config)
   _require(config.model.mapping_layers >= 1, 'model.mapping_layers', config.model.mapping_layers,
            'at least 1')
   _require(config.model.conv_clamp >= 0, 'model.conv_clamp', config.model.conv_clamp,
@@ -77,6 +79,20 @@ def validate(config, num_devices: int) -> None:
     _positive(config, 'evals.batch_size', integer=True)
     _require(evals.max_images >= 0, 'evals.max_images', evals.max_images,
              '0 (the metrics\' own counts) or a cap')
+
+
+def _validate_augment(config) -> None:
+  a = config.augment
+  _require(a.pipe == 'none' or a.pipe in augment.PRESETS, 'augment.pipe', a.pipe,
+           f"'none' or one of {', '.join(augment.PRESETS)}")
+  _require(math.isfinite(a.p) and a.p >= 0, 'augment.p', a.p,
+           'a finite probability multiplier >= 0')
+  _require(a.target is None or 0 <= a.target <= 1, 'augment.target', a.target,
+           'None (fixed p) or a target for E[sign(D(real))] in [0, 1]')
+  _positive(config, 'augment.ada_kimg')
+  _positive(config, 'augment.interval', integer=True)
+  _require(a.pipe == 'none' or a.target is not None or a.p > 0, 'augment.p', a.p,
+           f'above 0 with a fixed p (augment.target=None), or pipe {a.pipe!r} never augments')
 
 
 def validate_resolution(resolution: int) -> None:

@@ -26,6 +26,8 @@ class GANState:
   g_opt: optax.OptState
   d_opt: optax.OptState
   pl_mean: jax.Array  # float32 scalar: running target of the path-length regulariser
+  ada_p: jax.Array  # float32 scalar: augmentation probability (ADA; unused without augmentation)
+  ada_stats: jax.Array  # float32 (2,): sum of sign(D(real)) and count since p last moved
   rng: jax.Array  # base PRNG key; step keys are fold_in(rng, step)
 
 
@@ -37,8 +39,9 @@ def _dummy_inputs(G, D, c_dim: int):
 
 
 def create(G, D, g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
-           c_dim: int, rng: jax.Array) -> GANState:
-  """Initialises a fresh state (jit this with out_shardings to allocate it in place)."""
+           c_dim: int, rng: jax.Array, ada_p: float = 0.0) -> GANState:
+  """Initialises a fresh state (jit this with out_shardings to allocate it in place); `ada_p` is
+  the initial augmentation probability (config.augment.p)."""
   g_key, d_key, noise_key, run_key = jax.random.split(rng, 4)
   z, c, img = _dummy_inputs(G, D, c_dim)
   g_vars = G.init({'params': g_key, 'noise': noise_key}, z, c)
@@ -55,6 +58,8 @@ def create(G, D, g_tx: optax.GradientTransformation, d_tx: optax.GradientTransfo
       g_opt=g_tx.init(g_params),
       d_opt=d_tx.init(d_params),
       pl_mean=jnp.zeros((), jnp.float32),
+      ada_p=jnp.asarray(ada_p, jnp.float32),
+      ada_stats=jnp.zeros((2,), jnp.float32),
       rng=run_key,
   )
 

@@ -49,7 +49,7 @@ def sharded_step(config, mesh, G, D, g_tx, d_tx, c_dim: int):
   state_shard = sharding.state_sharding(mesh, abstract)
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shard)
-  step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
+  step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim, config.augment)
   step_fn = train_step_lib.jit_train_step(
       train_step_lib.make_train_step(G, D, g_tx, d_tx, step_cfg, batch_shard),
       state_shard, batch_shard, rep)
@@ -111,7 +111,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
 
   abstract, state_shard, batch_shard, step_cfg, step_fn = sharded_step(config, mesh, G, D, g_tx,
                                                                        d_tx, c_dim)
-  init_fn = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
+  init_fn = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k, config.augment.p),
                     out_shardings=state_shard)
 
   ckpt = checkpointing.manager(workdir, config.checkpoint)

@@ -4,6 +4,11 @@ One call processes one minibatch of reals. As in NVIDIA's StyleGAN2(-ADA), each 
 optimizer step on the shared optimizer state, in the order G main, G path length (when due),
 D main, D R1 (when due); the regularisers use the lazy adjustment of `optim.py`. Whether a
 regulariser is due is a static flag, so there are at most four compiled variants.
+
+With augmentation on (config.augment.pipe), every image D sees is augmented with probability
+state.ada_p — fakes in G main and D main, reals in D main and D R1 (R1 is the gradient with
+respect to the un-augmented reals, through the augmentation, as NVIDIA does) — and ADA moves
+ada_p inside the step from the sign of D's logits on reals.
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -12,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gan_jax import augment as augment_lib
 from gan_jax import losses
 from gan_jax.state import GANState
 
@@ -29,12 +35,22 @@ class StepConfig(NamedTuple):
   style_mixing_prob: float
   ema_kimg: float
   ema_rampup: float
+  augment: Optional[augment_lib.AugmentConfig] = None  # None: D sees the images as they are
+  ada_target: Optional[float] = None  # None: ada_p stays fixed
+  ada_interval: int = 4
+  ada_kimg: float = 500.0
 
   @classmethod
-  def from_config(cls, train_config, c_dim: int) -> 'StepConfig':
+  def from_config(cls, train_config, c_dim: int, augment_config=None) -> 'StepConfig':
     t = train_config
+    aug = {}
+    if augment_config is not None and augment_config.pipe != 'none':
+      a = augment_config
+      aug = dict(augment=augment_lib.preset(a.pipe), ada_target=a.target,
+                 ada_interval=a.interval, ada_kimg=a.ada_kimg)
     return cls(t.batch_size, c_dim, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
-               t.pl_decay, t.pl_batch_shrink, t.style_mixing_prob, t.ema_kimg, t.ema_rampup)
+               t.pl_decay, t.pl_batch_shrink, t.style_mixing_prob, t.ema_kimg, t.ema_rampup,
+               **aug)
 
   def regularize(self, step: int) -> tuple[bool, bool]:
     """(do_r1, do_pl) for a host-side step counter."""
@@ -94,6 +110,11 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
   def d_logits(d_params, images, c):
     return D.apply({'params': d_params}, images, c)
 
+  def augment(images, key, p):
+    if cfg.augment is None:
+      return images
+    return augment_lib.augment(key, images, p, cfg.augment)
+
   def train_step(state: GANState, batch: dict, do_r1: bool, do_pl: bool):
     n = cfg.batch_size
     key = jax.random.fold_in(state.rng, state.step)
@@ -103,15 +124,18 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
               else jnp.zeros((n, 0), jnp.float32))
     z_dim = G.z_dim
     metrics = {}
+    # Separate keys for the augmentations, so the other draws do not depend on whether ADA is on.
+    aug_keys = iter(jax.random.split(jax.random.fold_in(key, 1), 4))
 
     # --- G main: non-saturating loss on fresh fakes; w_avg tracks this phase's ws.
     z = shard(jax.random.normal(next(keys), (n, z_dim)))
     c = _fake_labels(next(keys), labels, cfg.c_dim)
-    k_mix, k_noise = next(keys), next(keys)
+    k_mix, k_noise, k_aug_g = next(keys), next(keys), next(aug_keys)
 
     def g_main_loss(g_params):
       ws, buffers = map_ws(g_params, state.g_buffers, z, c, k_mix, update_w_avg=True)
-      fake_logits = d_logits(state.d_params, synth(g_params, buffers, ws, k_noise), c)
+      fakes = augment(synth(g_params, buffers, ws, k_noise), k_aug_g, state.ada_p)
+      fake_logits = d_logits(state.d_params, fakes, c)
       return losses.g_nonsaturating(fake_logits), (buffers, fake_logits)
 
     (g_loss, (g_buffers, _)), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(
@@ -145,10 +169,12 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     c = _fake_labels(next(keys), labels, cfg.c_dim)
     ws, _ = map_ws(g_params, g_buffers, z, c, next(keys), update_w_avg=False)
     fakes = jax.lax.stop_gradient(synth(g_params, g_buffers, ws, next(keys)))
+    fakes_aug = augment(fakes, next(aug_keys), state.ada_p)
+    reals_aug = augment(reals, next(aug_keys), state.ada_p)
 
     def d_main_loss(d_params):
-      fake_logits = d_logits(d_params, fakes, c)
-      real_logits = d_logits(d_params, reals, c_real)
+      fake_logits = d_logits(d_params, fakes_aug, c)
+      real_logits = d_logits(d_params, reals_aug, c_real)
       return losses.d_logistic(real_logits, fake_logits), (real_logits, fake_logits)
 
     (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
@@ -159,11 +185,24 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     metrics['scores/real'] = jnp.mean(real_logits)
     metrics['scores/fake'] = jnp.mean(fake_logits)
     metrics['scores/real_sign'] = jnp.mean(jnp.sign(real_logits))
+    ada_p, ada_stats = state.ada_p, state.ada_stats
+    if cfg.augment is not None:
+      if cfg.ada_target is not None:
+        ada_p, ada_stats, r_t = augment_lib.ada_update(
+            state.ada_p, state.ada_stats, real_logits, state.step, cfg.ada_target,
+            cfg.ada_interval, cfg.ada_kimg, n)
+      else:
+        r_t = jnp.mean(jnp.sign(real_logits))
+      metrics['aug/p'] = ada_p
+      metrics['aug/rt'] = r_t
 
     # --- D R1 regularisation (lazy) on the reals.
     if do_r1:
+      k_aug_r1 = next(aug_keys)
+
       def r1_loss(d_params):
-        penalty = losses.r1_penalty(lambda x: d_logits(d_params, x, c_real), reals)
+        penalty = losses.r1_penalty(
+            lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real), reals)
         return jnp.mean(penalty) * (cfg.r1_gamma / 2) * cfg.r1_interval, penalty
 
       (_, penalty), grads = jax.value_and_grad(r1_loss, has_aux=True)(d_params)
@@ -183,7 +222,8 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
 
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_buffers=g_buffers, d_params=d_params,
-        ema_params=ema_params, ema_buffers=g_buffers, g_opt=g_opt, d_opt=d_opt, pl_mean=pl_mean)
+        ema_params=ema_params, ema_buffers=g_buffers, g_opt=g_opt, d_opt=d_opt, pl_mean=pl_mean,
+        ada_p=ada_p, ada_stats=ada_stats)
     return new_state, metrics
 
   return train_step
