@@ -40,6 +40,7 @@ import sys
 import threading
 import uuid
 import zipfile
+import zlib
 
 from absl import logging
 import tensorflow_datasets as tfds
@@ -227,8 +228,9 @@ class Prepared(tfds.core.GeneratorBasedBuilder):
     conversion = self.builder_config.conversion
     try:
       return image_files.convert(self._source.read(name), conversion)
-    except OSError as e:
-      return image_files.Unusable(f'unreadable: {e}', unreadable=True)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+      return image_files.Unusable(f'unreadable: {type(e).__name__}: {e}',
+                                  unreadable=True)
     except image_files.Unusable as e:
       return e
 
