@@ -2,9 +2,12 @@
 
   python -m gan_jax.main --config experiments/fashion_mnist.py --workdir runs/fmnist
   python -m gan_jax.main --config experiments/fashion_mnist.py:tiny --workdir runs/fmnist_tiny
+  python bench/train_step.py --config experiments/fashion_mnist.py:bench32 --steps 5
 
 The data comes from Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist).
 """
+
+import ml_collections
 
 from gan_jax import config_base
 
@@ -33,8 +36,33 @@ def get_config(variant: str = ''):
   config.log.image_every_steps = 500
   if variant == 'tiny':
     apply_tiny(config)
+  elif variant == 'bench32':
+    apply_bench32(config)
   elif variant:
-    raise ValueError(f'Unknown variant {variant!r} of fashion_mnist.py (known: tiny).')
+    raise ValueError(f'Unknown variant {variant!r} of fashion_mnist.py (known: tiny, bench32).')
+  return config
+
+
+def apply_bench32(config):
+  """The speed-target network of bench/README.md: StyleGAN2 at 32x32x3 with R1 in every step.
+
+  python bench/train_step.py --config experiments/fashion_mnist.py:bench32 --steps 5
+  times it on random 3-channel images (config.bench sets the benchmark's image shape); training
+  this variant would use it on the 1-channel Fashion-MNIST images.
+  """
+  config.model.z_dim = 512
+  config.model.w_dim = 512
+  config.model.mapping_layers = 2
+  config.model.channel_base = 4096  # 128 channels at every resolution up to 32
+  config.model.channel_max = 128
+  config.model.mbstd_group_size = 4
+  config.model.conv_clamp = 256
+  config.train.batch_size = 32
+  config.train.style_mixing_prob = 0.0
+  config.train.pl_weight = 0.0
+  config.train.r1_gamma = 0.01
+  config.train.r1_interval = 1  # G main + D main + D R1 in every step
+  config.bench = ml_collections.ConfigDict({'resolution': 32, 'channels': 3})
   return config
 
 
