@@ -272,3 +272,17 @@ def test_bfloat16_synthesis_stays_close_to_float32(synth):
   assert got.dtype == jnp.float32
   err = float(jnp.abs(got - want).max() / jnp.std(want))
   assert 0 < err < 0.1, err  # bfloat16 ran (not bit-equal) and stayed close
+
+
+@pytest.mark.slow
+def test_stylegan_trains_in_the_fixed_resolution_train_step(tmp_path):
+  """'stylegan' through the registry and the existing train step (R1, path length, mixing)."""
+  from tests.fake_data import write_fake_fashion_mnist  # pylint: disable=g-import-not-at-top
+  from tests.test_train import _run_steps, tiny_config  # pylint: disable=g-import-not-at-top
+  write_fake_fashion_mnist(tmp_path / 'src', n_train=48, n_test=8)
+  config = tiny_config(tmp_path, **{'model.name': 'stylegan', 'model.channel_base': 256})
+  state, metrics = _run_steps(config, jax.devices()[:1], 3)
+  assert 'loss/D_r1_penalty' in metrics[0] and 'loss/G_pl_penalty' in metrics[2]
+  for m in metrics:
+    assert all(np.isfinite(float(v)) for v in m.values()), m
+  assert int(state.step) == 3
