@@ -35,7 +35,6 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gan_jax.models import layers
 from gan_jax.models import progan
