@@ -1,0 +1,325 @@
+"""Ahead-of-time check: does a config's train step fit a TPU slice? No TPU needed.
+
+  pip install -e ".[aot]"     # jax[tpu]: brings libtpu, the TPU compiler
+  python -m gan_jax.aot --config experiments/ffhq.py --topology v5e-16
+  python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v4-32 --variants all
+
+Compiles the real train step (`train.sharded_step`: the same jit, state and batch shardings the
+training loop uses) for the named slice with libtpu's compiler, on any machine, and prints per chip
+the memory XLA assigned (arguments, outputs, temporaries, generated code, peak) and the FLOPs of
+one step, then whether it fits the chip's HBM. The dataset need not exist: its image shape comes
+from the TFDS builder's declared features (or --resolution/--channels/--num_classes).
+
+Exit status: 0 every compiled variant fits; 1 a variant does not fit (the compiler ran out of HBM,
+or the total exceeds --hbm_gib); 2 bad flags or config (message on stderr).
+"""
+
+import dataclasses
+import math
+import os
+import re
+import sys
+import time
+from typing import Optional, Sequence
+
+# Each JAX process on a machine with libtpu takes libtpu's lock file; compiling for a TPU topology
+# needs no TPU, so do not let another process's lock stop it.
+os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from gan_jax import config_check  # pylint: disable=wrong-import-position
+from gan_jax import optim  # pylint: disable=wrong-import-position
+from gan_jax import sharding  # pylint: disable=wrong-import-position
+from gan_jax import train  # pylint: disable=wrong-import-position
+from gan_jax.data import pipeline  # pylint: disable=wrong-import-position
+
+GIB = 2 ** 30
+EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """A TPU generation: how its slice names count, its topology shape and HBM per chip."""
+  prefix: str  # libtpu's topology prefix: 'v5e' -> 'v5e:4x4'
+  hbm_gib: float  # HBM per chip (one JAX device)
+  cores_per_name_unit: int  # v4-32 counts TensorCores (2 per chip): 16 chips; v5e-16: 16 chips
+  dims: int  # 2-D (v5e, v6e) or 3-D torus (v4, v5p)
+  chip_config: str  # 'megacore': one JAX device per chip, as on Cloud TPU VMs
+
+
+# HBM per chip from Cloud TPU's system-architecture pages (v4 32 GiB, v5e 16 GiB, v5p 95 GiB,
+# v6e Trillium 32 GiB).
+GENERATIONS = {
+    'v4': Generation('v4', 32, 2, 3, 'megacore'),
+    'v5p': Generation('v5p', 95, 2, 3, 'megacore'),
+    'v5e': Generation('v5e', 16, 1, 2, 'default'),
+    'v5litepod': Generation('v5e', 16, 1, 2, 'default'),
+    'v6e': Generation('v6e', 32, 1, 2, 'default'),
+}
+
+# Reachable (do_r1, do_pl) flags of the train step, heaviest first.
+VARIANT_NAMES = {(True, True): 'r1_pl', (True, False): 'r1', (False, True): 'pl',
+                 (False, False): 'plain'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  name: str  # as given: 'v5e-16'
+  generation: Generation
+  chips: int
+  topology: str  # libtpu topology: 'v5e:4x4'
+  chips_per_host: tuple  # host bounds, (x, y, z)
+
+
+def _grid(chips: int, dims: int) -> tuple:
+  """Cloud TPU slice shapes: 2-D 4 -> 2x2, 8 -> 2x4, 16 -> 4x4, ...; 3-D 4 -> 2x2x1,
+  8 -> 2x2x2, 16 -> 2x2x4, 32 -> 2x4x4, 64 -> 4x4x4, ..."""
+  if dims == 2:
+    if chips == 1:
+      return (1, 1)
+    e = int(math.log2(chips))
+    return (2 ** (e // 2), 2 ** (e - e // 2))
+  if chips < 8:
+    return (2, 2, 1) if chips == 4 else (1, 1, 1) if chips == 1 else (1, 2, 1)
+  e = int(math.log2(chips))
+  return tuple(sorted((2 ** (e // 3 + (i < e % 3)) for i in range(3))))
+
+
+def parse_slice(name: str) -> Slice:
+  """'v5e-16' / 'v5litepod-16' / 'v4-32' / 'v5p-128' / 'v6e-8' -> Slice (chips and topology)."""
+  m = re.fullmatch(r'(v4|v5p|v5e|v5litepod|v6e)-(\d+)', name.strip())
+  if not m:
+    raise ValueError(f'--topology={name!r}: expected a Cloud TPU accelerator type such as v5e-16, '
+                     f'v5litepod-16, v6e-8, v4-32 or v5p-128 (generations: {sorted(GENERATIONS)}).')
+  gen = GENERATIONS[m.group(1)]
+  count = int(m.group(2))
+  chips = count // gen.cores_per_name_unit
+  if count % gen.cores_per_name_unit or chips < 1 or chips & (chips - 1):
+    unit = 'TensorCores (2 per chip)' if gen.cores_per_name_unit == 2 else 'chips'
+    raise ValueError(f'--topology={name!r}: {m.group(1)} names count {unit}; this tool knows '
+                     f'power-of-two slices, e.g. {m.group(1)}-{4 * gen.cores_per_name_unit} or '
+                     f'{m.group(1)}-{16 * gen.cores_per_name_unit}.')
+  shape = _grid(chips, gen.dims)
+  if gen.dims == 2:
+    # v5e/v6e hosts hold 4 chips (2x2); the 8-chip slice is one 8-chip host (2x4).
+    host = (shape[0], shape[1], 1) if chips <= 8 else (2, 2, 1)
+  else:
+    host = (min(shape[0], 2), min(shape[1], 2), 1)  # v4/v5p: 4 chips per host
+  return Slice(name, gen, chips, f'{gen.prefix}:' + 'x'.join(map(str, shape)), host)
+
+
+def topology_devices(tpu_slice: Slice) -> Sequence[jax.Device]:
+  """Abstract devices of the slice (compile-only: nothing runs on them)."""
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  try:
+    desc = topologies.get_topology_desc(
+        platform='tpu', topology_name=tpu_slice.topology,
+        chip_config_name=tpu_slice.generation.chip_config,
+        chips_per_host_bounds=tpu_slice.chips_per_host, num_slices=1)
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(f'Could not describe TPU topology {tpu_slice.topology}: {e}\nThe AOT check '
+                       f'needs libtpu: pip install -e ".[aot]" (jax[tpu] of the installed jax '
+                       f'version).') from e
+  devices = list(desc.devices)
+  if len(devices) != tpu_slice.chips:
+    raise RuntimeError(f'{tpu_slice.topology} gave {len(devices)} devices, expected '
+                       f'{tpu_slice.chips} (one per chip).')
+  return devices
+
+
+def data_info(config, resolution: Optional[int] = None, channels: Optional[int] = None,
+              num_classes: Optional[int] = None) -> pipeline.DataInfo:
+  """The dataset's image shape and classes from its TFDS builder's declared features (nothing is
+  read or prepared); each given argument overrides."""
+  if resolution is None or channels is None or num_classes is None:
+    name = config.data.name
+    if name not in pipeline.DATASETS:
+      raise ValueError(f'config.data.name={name!r} is not in gan_jax.data.pipeline.DATASETS; '
+                       f'give --resolution, --channels and --num_classes instead.')
+    entry = pipeline.DATASETS[name]
+    try:
+      builder = entry.builder_cls(data_dir=config.data.get('data_dir'),
+                                  **entry.builder_kwargs(config.data))
+      features = builder.info.features
+      height, _, declared_channels = features['image'].shape
+    except Exception as e:  # pylint: disable=broad-except
+      raise ValueError(f'Could not read the image shape that dataset {name!r} declares ({e}); '
+                       f'give --resolution, --channels and --num_classes instead.') from e
+    declared_classes = features['label'].num_classes if 'label' in features else 0
+    resolution = height if resolution is None else resolution
+    channels = declared_channels if channels is None else channels
+    num_classes = declared_classes if num_classes is None else num_classes
+  if resolution is None or channels is None:
+    raise ValueError(f'Dataset {config.data.name!r} declares no fixed image shape; give '
+                     f'--resolution and --channels.')
+  return pipeline.DataInfo(int(resolution), int(channels), int(num_classes), num_examples=0)
+
+
+def reachable_variants(step_cfg) -> list:
+  """(do_r1, do_pl) flags the loop can call, heaviest first (R1 and PL both due at step 0)."""
+  period = math.lcm(max(step_cfg.r1_interval, 1), max(step_cfg.pl_interval, 1))
+  seen = {step_cfg.regularize(s) for s in range(period)}
+  return [v for v in VARIANT_NAMES if v in seen]
+
+
+@dataclasses.dataclass
+class VariantReport:
+  """Per-chip numbers of one compiled variant (bytes; FLOPs of one step on one chip)."""
+  name: str
+  fits: bool
+  compile_sec: float
+  argument: int = 0
+  output: int = 0
+  alias: int = 0
+  temp: int = 0
+  code: int = 0
+  peak: int = 0
+  flops: float = 0.0
+  error: str = ''  # the compiler's out-of-memory message when it did not fit
+
+  @property
+  def total(self) -> int:
+    """Sum of the parts: arguments + outputs - donated (aliased) + temporaries + code."""
+    return self.argument + self.output - self.alias + self.temp + self.code
+
+  @property
+  def required(self) -> int:
+    """HBM the step needs on a chip, judged conservatively: the sum of the parts (XLA allocates
+    the temporaries as one block next to the arguments, outputs and code)."""
+    return self.total
+
+
+def _compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> VariantReport:
+  name = VARIANT_NAMES[flags_]
+  t0 = time.time()
+  try:
+    compiled = step_fn.lower(abstract, batch, *flags_).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    if 'RESOURCE_EXHAUSTED' not in str(e) and 'Ran out of memory' not in str(e):
+      raise
+    return VariantReport(name, False, time.time() - t0, error=str(e).strip())
+  sec = time.time() - t0
+  mem = compiled.memory_analysis()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  report = VariantReport(
+      name, True, sec, argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
+      alias=mem.alias_size_in_bytes, temp=mem.temp_size_in_bytes,
+      code=mem.generated_code_size_in_bytes, peak=getattr(mem, 'peak_memory_in_bytes', 0),
+      flops=float((cost or {}).get('flops', 0.0)))
+  report.fits = report.required <= hbm_bytes
+  return report
+
+
+def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'heaviest',
+          hbm_gib: Optional[float] = None) -> list:
+  """Compiles the config's train step for the slice; a VariantReport per variant."""
+  devices = topology_devices(tpu_slice)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  config_check.validate(config, mesh.size)
+  config_check.validate_resolution(info.resolution)
+  G, D, c_dim = train.build(config, info)
+  g_tx, d_tx = optim.make_optimizers(config.train)
+  abstract, _, batch_shard, step_cfg, step_fn = train.sharded_step(config, mesh, G, D, g_tx, d_tx,
+                                                                   c_dim)
+  n = config.train.batch_size
+  batch = {
+      'image': jax.ShapeDtypeStruct((n, info.resolution, info.resolution, info.channels),
+                                    jnp.float32, sharding=batch_shard),
+      'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=batch_shard),
+  }
+  reachable = reachable_variants(step_cfg)
+  if variants == 'heaviest':
+    chosen = reachable[:1]
+  elif variants == 'all':
+    chosen = reachable
+  else:
+    by_name = {VARIANT_NAMES[v]: v for v in reachable}
+    chosen = []
+    for name in variants.split(','):
+      if name not in by_name:
+        raise ValueError(f'--variants: {name!r} is not a variant this config runs; it runs '
+                         f'{sorted(by_name)} (or say heaviest / all).')
+      chosen.append(by_name[name])
+  hbm = (tpu_slice.generation.hbm_gib if hbm_gib is None else hbm_gib) * GIB
+  return [_compile_variant(step_fn, abstract, batch, v, int(hbm)) for v in chosen]
+
+
+def _mib(x: float) -> str:
+  return f'{x / 2 ** 20:10.1f} MiB'
+
+
+def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: float,
+                  reports: Sequence[VariantReport]) -> str:
+  n = config.train.batch_size
+  lines = [f'{config_name} on {tpu_slice.name}: {tpu_slice.chips} chips ({tpu_slice.topology}), '
+           f'{hbm_gib:g} GiB HBM per chip; {info.resolution}x{info.resolution}x{info.channels} '
+           f'images, global batch {n} ({n // tpu_slice.chips} per chip).']
+  for r in reports:
+    do_r1, do_pl = next(v for v, name in VARIANT_NAMES.items() if name == r.name)
+    lines.append(f'variant {r.name} (R1 {"on" if do_r1 else "off"}, path length '
+                 f'{"on" if do_pl else "off"}), compiled in {r.compile_sec:.0f}s; per chip:')
+    if not r.error:
+      lines += [f'  arguments      {_mib(r.argument)}', f'  outputs        {_mib(r.output)}',
+                f'  aliased        {_mib(r.alias)}  (donated state: in both of the above)',
+                f'  temporaries    {_mib(r.temp)}', f'  generated code {_mib(r.code)}',
+                f'  sum            {_mib(r.total)}  (arguments + outputs - aliased + temporaries '
+                f'+ code)',
+                f'  peak           {_mib(r.peak)}  (XLA\'s peak of live buffers)',
+                f'  required       {_mib(r.required)}  (the sum: judged against the HBM)',
+                f'  FLOPs/step     {r.flops:.4g}',
+                f'  -> {"fits" if r.fits else "DOES NOT FIT"}: {r.required / GIB:.3f} GiB of '
+                f'{hbm_gib:g} GiB per chip']
+    else:
+      first = ' '.join(r.error.split())[:600]
+      lines += [f'  -> DOES NOT FIT: the compiler ran out of the {hbm_gib:g} GiB per chip:',
+                f'     {first}']
+  verdict = all(r.fits for r in reports)
+  lines.append(f'RESULT: {"fits" if verdict else "does NOT fit"} {tpu_slice.name} '
+               f'({", ".join(r.name for r in reports)}).')
+  return '\n'.join(lines)
+
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config, e.g. experiments/ffhq.py:256; '
+                                '--config.train.batch_size=... overrides as in gan_jax.main.',
+                                lock_config=True)
+flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type: v5e-16 (= v5litepod-16), v6e-8, '
+                    'v4-32 (TensorCores: 16 chips), v5p-128, ...')
+flags.DEFINE_string('variants', 'heaviest', "Train-step variants to compile: 'heaviest' (R1 and "
+                    "path length, as at step 0), 'all' the config reaches, or a list of "
+                    'r1_pl,r1,pl,plain.')
+flags.DEFINE_float('hbm_gib', None, 'HBM per chip to judge against (default: the generation\'s).')
+flags.DEFINE_integer('resolution', None, 'Image size, instead of the dataset\'s declared one.')
+flags.DEFINE_integer('channels', None, 'Image channels, instead of the dataset\'s declared ones.')
+flags.DEFINE_integer('num_classes', None, 'Label classes, instead of the dataset\'s.')
+flags.mark_flags_as_required(['config', 'topology'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # A TPU executable compiled without a TPU client cannot be read back from the persistent cache.
+  jax.config.update('jax_enable_compilation_cache', False)
+  try:
+    tpu_slice = parse_slice(FLAGS.topology)
+    info = data_info(FLAGS.config, FLAGS.resolution, FLAGS.channels, FLAGS.num_classes)
+    hbm_gib = tpu_slice.generation.hbm_gib if FLAGS.hbm_gib is None else FLAGS.hbm_gib
+    if hbm_gib <= 0:
+      raise ValueError(f'--hbm_gib={FLAGS.hbm_gib} must be positive.')
+    reports = check(FLAGS.config, tpu_slice, info, FLAGS.variants, hbm_gib)
+  except (ValueError, config_check.ConfigError, RuntimeError) as e:
+    print(f'gan_jax.aot: {e}', file=sys.stderr)
+    return EXIT_BAD_INPUT
+  config_name = config_flags.get_config_filename(FLAGS['config'])
+  print(format_report(config_name, tpu_slice, info, FLAGS.config, hbm_gib, reports), flush=True)
+  return EXIT_FITS if all(r.fits for r in reports) else EXIT_DOES_NOT_FIT
+
+
+if __name__ == '__main__':
+  app.run(main)
