@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Installs gan_jax with its test extra and runs the default test suite (README command 2).
+# Installs gan_jax with its test and aot extras and runs the default test suite (README command 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet -e ".[test]"
+python -m pip install --quiet -e ".[test,aot]"
 status=0
 # Two pytest workers (one per core here; PYTEST_WORKERS=0 runs serially); a test file stays on one
 # worker, so its module-scoped fixtures (compiled steps, built datasets) are built once.
