@@ -178,6 +178,7 @@ def test_interpolation_gif_starts_and_ends_on_the_seeds(export_dir, g, seed_pngs
   assert np.abs(frames_w[0].astype(int) - seed_pngs[0][..., None]).max() <= 1
 
 
+@pytest.mark.filterwarnings('ignore:os.fork:RuntimeWarning')  # imageio's ffmpeg reader
 def test_interpolation_mp4_grid_loop(export_dir, g, tmp_path):
   imageio = pytest.importorskip('imageio.v2')
   pytest.importorskip('imageio_ffmpeg')

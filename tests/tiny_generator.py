@@ -13,9 +13,9 @@ KWARGS = dict(img_resolution=32, img_channels=1, z_dim=16, w_dim=16, mapping_lay
 
 
 def make_export(dest, noise_strength: float = 0.1, seed: int = 0) -> str:
-  """Weights drawn like the Flax init (N(0, 1) weights, const and noise maps; zero biases, affine
-  biases 1), every noise_strength set to `noise_strength`, and w_avg the mean w of 256 samples
-  (as training would track it)."""
+  """Weights drawn like the Flax init (N(0, 1) weights, const and noise maps, the mapping's
+  weights divided by its lr multiplier; zero biases, affine biases 1), every noise_strength set
+  to `noise_strength`, and w_avg the mean w of 256 samples (as training would track it)."""
   G = stylegan2.Generator(**KWARGS)
   rng = np.random.RandomState(seed)
   flat = {}
@@ -26,6 +26,8 @@ def make_export(dest, noise_strength: float = 0.1, seed: int = 0) -> str:
       value = np.full(leaf.shape, 1.0 if path[-2] == 'affine' else 0.0)
     else:  # weight, const, noise_const; w_avg below
       value = rng.randn(*leaf.shape)
+      if path[:2] == ('params', 'mapping'):  # stored / lr multiplier, as EqualizedDense inits
+        value /= G.mapping_lr_multiplier
     flat[path] = value.astype(np.float32)
   variables = traverse_util.unflatten_dict(flat)
   samples = rng.randn(256, G.z_dim).astype(np.float32)

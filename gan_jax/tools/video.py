@@ -1,5 +1,6 @@
 """Write uint8 frames as an MP4 (H.264 through imageio-ffmpeg) or an animated GIF (Pillow)."""
 
+import importlib.util
 import os
 import warnings
 from typing import Sequence
@@ -15,12 +16,9 @@ def check_video_path(path: str | os.PathLike) -> str:
   if suffix not in VIDEO_SUFFIXES:
     raise ValueError(f'{path}: the video must end in .mp4 or .gif')
   if suffix == '.mp4':
-    try:
-      import imageio  # pylint: disable=g-import-not-at-top,unused-import
-      import imageio_ffmpeg  # pylint: disable=g-import-not-at-top,unused-import
-    except ImportError as e:
+    if not all(importlib.util.find_spec(m) for m in ('imageio', 'imageio_ffmpeg')):
       raise ImportError(f'{path}: writing MP4 needs imageio and imageio-ffmpeg (pip install '
-                        "'gan_jax[tools]'); a .gif needs only Pillow") from e
+                        "'gan_jax[tools]'); a .gif needs only Pillow")
   return suffix
 
 
