@@ -146,7 +146,7 @@ def color_transform(images: jax.Array, c_mat: jax.Array) -> jax.Array:
 
 
 def filter_bank() -> np.ndarray:
-  """NVIDIA's (4, 43) bank of symmetric 1-D band filters built from sym2; the rows sum to a delta."""
+  """NVIDIA's (4, 43) bank of symmetric 1-D band filters from sym2; the rows add up to a delta."""
   lo = np.asarray(geometry.SYM2, np.float64)
   hi = lo * ((-1.0) ** np.arange(lo.size))
   lo2 = np.convolve(lo, lo[::-1]) / 2
@@ -195,6 +195,7 @@ def _apply_where(images: jax.Array, identity: jax.Array, fn) -> jax.Array:
 def augment(rng: jax.Array, images: jax.Array, p: jax.Array, cfg: AugmentConfig) -> jax.Array:
   """Augments (N, H, W, C) images, each op with probability p * its multiplier, per image."""
   n, height, width, channels = images.shape
+  dtype = images.dtype
   keys = iter(jax.random.split(rng, 48))
   p = jnp.asarray(p, jnp.float32)
   uniform = lambda shape=(n,): jax.random.uniform(next(keys), shape)
@@ -287,7 +288,7 @@ def augment(rng: jax.Array, images: jax.Array, p: jax.Array, cfg: AugmentConfig)
     outside_x = jnp.abs(cx[None, None, :] - center[:, 0, None, None]) >= size / 2
     outside_y = jnp.abs(cy[None, :, None] - center[:, 1, None, None]) >= size / 2
     images = images * (outside_x | outside_y)[..., None].astype(images.dtype)
-  return images
+  return images.astype(dtype)
 
 
 # --------------------------------------------------------------------------------------------
