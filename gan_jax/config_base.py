@@ -77,6 +77,10 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   config.mesh = ml_collections.ConfigDict()
   config.mesh.data = -1  # devices on the data-parallel axis (-1: all devices)
+  # FSDP: parameters and optimizer states of >= fsdp_min_size elements are split over this many
+  # devices (1: replicated, pure data parallelism); the batch splits over data x fsdp devices.
+  config.mesh.fsdp = 1
+  config.mesh.fsdp_min_size = 2 ** 16
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 500

@@ -20,8 +20,13 @@ flags.DEFINE_string('workdir', None, 'Directory (local or gs://) for checkpoints
 config_flags.DEFINE_config_file('config', None, 'Experiment config file, e.g. '
                                 'experiments/fashion_mnist.py or experiments/ffhq.py:tiny.',
                                 lock_config=True)
-flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() (multi-process runs; '
-                  'on Cloud TPU and SLURM it finds its peers by itself).')
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() with auto-detection '
+                  '(multi-process runs: Cloud TPU pods, SLURM, or the JAX_COORDINATOR_ADDRESS '
+                  'environment variable plus --num_processes / --process_id).')
+flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0: start one process of a '
+                    'multi-process run by hand (with --num_processes and --process_id).')
+flags.DEFINE_integer('num_processes', None, 'Processes in the multi-process run.')
+flags.DEFINE_integer('process_id', None, 'This process\'s index, 0 .. num_processes - 1.')
 flags.DEFINE_string('compilation_cache',
                     os.environ.get('JAX_COMPILATION_CACHE_DIR',
                                    os.path.expanduser('~/.cache/gan_jax/xla')),
@@ -37,17 +42,43 @@ class _DropLibraryChatter(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or '/orbax/' not in record.pathname
 
 
+def initialize_distributed(auto: bool, coordinator_address, num_processes, process_id) -> bool:
+  """jax.distributed.initialize() from explicit flags, else auto-detected (--distributed), else
+  nothing (a single process; returns False). Must run before anything touches a device."""
+  explicit = (coordinator_address, num_processes, process_id)
+  if all(v is None for v in explicit):
+    if auto:
+      jax.distributed.initialize()
+    return auto
+  if coordinator_address is None and not auto:
+    raise app.UsageError('--num_processes / --process_id need --coordinator_address=HOST:PORT '
+                         '(or --distributed with JAX_COORDINATOR_ADDRESS set).')
+  if num_processes is None or process_id is None:
+    raise app.UsageError('A hand-started multi-process run needs all of --coordinator_address, '
+                         '--num_processes and --process_id.')
+  if not 0 <= process_id < num_processes:
+    raise app.UsageError(f'--process_id={process_id} must be in 0 .. --num_processes - 1 '
+                         f'({num_processes - 1}).')
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  return True
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   std_logging.getLogger().addFilter(_DropLibraryChatter())
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_DropLibraryChatter())
-  if FLAGS.compilation_cache:
+  distributed = initialize_distributed(FLAGS.distributed, FLAGS.coordinator_address,
+                                       FLAGS.num_processes, FLAGS.process_id)
+  if distributed and jax.process_count() > 1 and jax.default_backend() == 'cpu':
+    # Only process 0 writes the persistent cache, and on CPU another process that loads those
+    # executables hangs in its first cross-process collective (seen with jax 0.10.2 and gloo):
+    # multi-process CPU runs compile in every process instead.
+    jax.config.update('jax_enable_compilation_cache', False)
+  elif FLAGS.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', FLAGS.compilation_cache)
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
-  if FLAGS.distributed:
-    jax.distributed.initialize()
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)

@@ -1,8 +1,10 @@
 """Stop requests: SIGTERM / SIGINT (preemption, Ctrl-C) end the run cleanly at a step boundary.
 
 The handler only sets a flag; the loop asks `requested(step)` after each step, saves a checkpoint
-and returns. With several processes, JAX's preemption sync point makes every process stop at the
-same step (the coordination service learns of the preemption notice on any of them).
+and returns. With several processes, SIGTERM is left to JAX's preemption notifier (installed by
+jax.distributed.initialize): a SIGTERM to any one process reaches the coordination service, and
+JAX's preemption sync point makes every process stop at the same step. SIGINT stays ours there and
+is agreed on by an all-gather at tick boundaries.
 """
 
 import signal
@@ -10,6 +12,11 @@ import threading
 
 import jax
 from absl import logging
+
+
+def _jax_handles_sigterm() -> bool:
+  """Whether jax.distributed started the preemption service (its notifier catches SIGTERM)."""
+  return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
 
 
 class StopRequest:
@@ -24,6 +31,8 @@ class StopRequest:
   def __enter__(self) -> 'StopRequest':
     if threading.current_thread() is threading.main_thread():
       for sig in self._signals:
+        if sig == signal.SIGTERM and _jax_handles_sigterm():
+          continue  # JAX's preemption notifier owns it: do not replace its handler
         self._previous[sig] = signal.signal(sig, self._handle)
     return self
 

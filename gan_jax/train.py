@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from clu import metric_writers
 from etils import epath
 
@@ -46,7 +47,7 @@ def sharded_step(config, mesh, G, D, g_tx, d_tx, c_dim: int):
   the train step exactly as the loop runs it; `gan_jax.aot` compiles this for a TPU topology."""
   rep, batch_shard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
-  state_shard = sharding.state_sharding(mesh, abstract)
+  state_shard = sharding.state_sharding(mesh, abstract, config.mesh.fsdp_min_size)
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shard)
   step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim, config.augment)
@@ -56,12 +57,20 @@ def sharded_step(config, mesh, G, D, g_tx, d_tx, c_dim: int):
   return abstract, state_shard, batch_shard, step_cfg, step_fn
 
 
-def make_generate_fn(G):
-  """jit(ema_params, ema_buffers, z, c, psi) -> images, noise_mode 'const' (reproducible)."""
+def make_generate_fn(G, mesh: Optional[jax.sharding.Mesh] = None):
+  """jit(ema_params, ema_buffers, z, c, psi) -> images, noise_mode 'const' (reproducible).
+
+  With a mesh, the latents and the images are replicated over it: every process of a
+  multi-process run gets all the images (the params keep whatever sharding they have)."""
   def generate(params, buffers, z, c, psi):
     return G.apply({'params': params, 'buffers': buffers}, z, c, truncation_psi=psi,
                    noise_mode='const')
-  return jax.jit(generate)
+  if mesh is None:
+    return jax.jit(generate)
+  rep = sharding.replicated(mesh)
+  jitted = jax.jit(generate, out_shardings=rep)
+  return lambda params, buffers, z, c, psi: jitted(params, buffers, *jax.device_put((z, c, psi),
+                                                                                     rep))
 
 
 def grid_latents(config, G, c_dim: int):
@@ -98,13 +107,19 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   is_main = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh, devices)
   config_check.validate(config, mesh.size)  # before any data is read or anything compiled
-  info = pipeline.dataset_info(config.data)
-  config_check.validate_resolution(info.resolution)
+  # Process 0 prepares the dataset and the workdir; the others wait for it, then read them.
   if is_main:
+    info = pipeline.dataset_info(config.data)
+    config_check.validate_resolution(info.resolution)
     workdir_lib.check_compatible(workdir_path, config, config.start_over)
     workdir_lib.report_incomplete(workdir_path)
     workdir_path.mkdir(parents=True, exist_ok=True)
     (workdir_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('gan_jax: dataset and workdir ready')
+  if not is_main:
+    info = pipeline.dataset_info(config.data)
+    config_check.validate_resolution(info.resolution)
   G, D, c_dim = build(config, info)
   g_tx, d_tx = optim.make_optimizers(config.train)
   batch_size = config.train.batch_size
@@ -123,7 +138,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
                step, num_steps, state_lib.param_count(state.g_params),
                state_lib.param_count(state.d_params), mesh.size)
 
-  generate = make_generate_fn(G)
+  generate = make_generate_fn(G, mesh)
   grid_z, grid_c = grid_latents(config, G, c_dim)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                 asynchronous=False)
@@ -173,8 +188,11 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   unchecked = []  # (step, metrics) not yet checked for non-finite values
   with preemption.StopRequest() as stop:
     try:
+      # Every process takes part in gathering step 0's global batch; process 0 writes it.
+      reals = sharding.to_host(sharding.global_batch(data.batch_at(0), batch_shard,
+                                                     batch_size))['image']
       if is_main and not (workdir_path / 'reals.png').exists():
-        reals = images_lib.to_uint8(data.batch_at(0)['image'])[:config.log.grid_cols * 4]
+        reals = images_lib.to_uint8(reals)[:config.log.grid_cols * 4]
         images_lib.save_png(workdir_path / 'reals.png',
                             images_lib.make_grid(reals, min(config.log.grid_cols, len(reals))))
       if step == 0:
