@@ -194,7 +194,7 @@ class VariantReport:
     return self.total
 
 
-def _compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> VariantReport:
+def compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> VariantReport:
   name = VARIANT_NAMES[flags_]
   t0 = time.time()
   try:
@@ -247,7 +247,7 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
                          f'{sorted(by_name)} (or say heaviest / all).')
       chosen.append(by_name[name])
   hbm = (tpu_slice.generation.hbm_gib if hbm_gib is None else hbm_gib) * GIB
-  return [_compile_variant(step_fn, abstract, batch, v, int(hbm)) for v in chosen]
+  return [compile_variant(step_fn, abstract, batch, v, int(hbm)) for v in chosen]
 
 
 def _mib(x: float) -> str:
@@ -263,7 +263,7 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
   for r in reports:
     do_r1, do_pl = next(v for v, name in VARIANT_NAMES.items() if name == r.name)
     lines.append(f'variant {r.name} (R1 {"on" if do_r1 else "off"}, path length '
-                 f'{"on" if do_pl else "off"}), compiled in {r.compile_sec:.0f}s; per chip:')
+                 f'{"on" if do_pl else "off"}), compiler ran {r.compile_sec:.0f}s; per chip:')
     if not r.error:
       lines += [f'  arguments      {_mib(r.argument)}', f'  outputs        {_mib(r.output)}',
                 f'  aliased        {_mib(r.alias)}  (donated state: in both of the above)',
@@ -286,19 +286,24 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
 
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Experiment config, e.g. experiments/ffhq.py:256; '
-                                '--config.train.batch_size=... overrides as in gan_jax.main.',
-                                lock_config=True)
-flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type: v5e-16 (= v5litepod-16), v6e-8, '
-                    'v4-32 (TensorCores: 16 chips), v5p-128, ...')
-flags.DEFINE_string('variants', 'heaviest', "Train-step variants to compile: 'heaviest' (R1 and "
-                    "path length, as at step 0), 'all' the config reaches, or a list of "
-                    'r1_pl,r1,pl,plain.')
-flags.DEFINE_float('hbm_gib', None, 'HBM per chip to judge against (default: the generation\'s).')
-flags.DEFINE_integer('resolution', None, 'Image size, instead of the dataset\'s declared one.')
-flags.DEFINE_integer('channels', None, 'Image channels, instead of the dataset\'s declared ones.')
-flags.DEFINE_integer('num_classes', None, 'Label classes, instead of the dataset\'s.')
-flags.mark_flags_as_required(['config', 'topology'])
+
+
+def define_flags() -> None:
+  """The command line's flags; defined only when run as a program, so importing this module
+  (tests, notebooks) does not clash with gan_jax.main's --config."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config, e.g. experiments/ffhq.py:256; --config.KEY=VALUE '
+      'overrides as in gan_jax.main.', lock_config=True)
+  flags.DEFINE_string('topology', None, 'Cloud TPU accelerator type: v5e-16 (= v5litepod-16), '
+                      'v6e-8, v4-32 (TensorCores: 16 chips), v5p-128, ...')
+  flags.DEFINE_string('variants', 'heaviest', "Train-step variants to compile: 'heaviest' (R1 "
+                      "and path length, as at step 0), 'all' the config reaches, or a list of "
+                      'r1_pl,r1,pl,plain.')
+  flags.DEFINE_float('hbm_gib', None, "HBM per chip to judge against (default: the chip's).")
+  flags.DEFINE_integer('resolution', None, "Image size, instead of the dataset's declared one.")
+  flags.DEFINE_integer('channels', None, "Image channels, instead of the dataset's.")
+  flags.DEFINE_integer('num_classes', None, "Label classes, instead of the dataset's.")
+  flags.mark_flags_as_required(['config', 'topology'])
 
 
 def main(argv):
@@ -322,4 +327,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

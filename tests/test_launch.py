@@ -153,13 +153,15 @@ for ((i = 0; i < n; i++)); do SLURM_PROCID=$i bash -c "$cmd"; done
                    f'<--num_processes> <2> <--process_id> <{i}>' for i in range(2)]
 
 
+ONE_NODE = {'SLURM_JOB_NODELIST': 'n1', 'SLURM_NNODES': '1'}
+
+
 @pytest.mark.parametrize('args,env,message', [
-    (['--workdir', '/w'], {'SLURM_JOB_NODELIST': 'n1', 'SLURM_NNODES': '1'}, '--config is required'),
-    (['--config', 'c.py'], {'SLURM_JOB_NODELIST': 'n1', 'SLURM_NNODES': '1'},
-     '--workdir is required'),
+    (['--workdir', '/w'], ONE_NODE, '--config is required'),
+    (['--config', 'c.py'], ONE_NODE, '--workdir is required'),
     (['--config', 'c.py', '--workdir', '/w'], {}, 'SLURM_JOB_NODELIST is not set'),
-    (['--config', 'c.py', '--workdir', '/w', '--port', 'x'],
-     {'SLURM_JOB_NODELIST': 'n1', 'SLURM_NNODES': '1'}, "--port 'x' must be a number"),
+    (['--config', 'c.py', '--workdir', '/w', '--port', 'x'], ONE_NODE,
+     "--port 'x' must be a number"),
 ])
 def test_slurm_bad_input(args, env, message):
   r = _run(['launch/slurm_gpu.sbatch', *args, '--dry-run'], env_extra=env)
