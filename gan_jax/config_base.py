@@ -92,6 +92,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.log.grid_rows = 8
   config.log.grid_cols = 8
   config.log.grid_psi = 1.0
+
+  # Metrics of G_ema during training (gan_jax/metrics/registry.py names: fid50k_full, kid50k_full,
+  # pr50k3_full, ppl2_wend, fid2k, ...), comma-separated; '' for none. Results go to the metric
+  # writer and to <workdir>/metrics.jsonl. `python -m gan_jax.evaluate` computes them afterwards.
+  config.evals = ml_collections.ConfigDict()
+  config.evals.metrics = ''
+  config.evals.every_kimg = 0.0  # evaluate every this many kimg (0: only at the end of the run)
+  config.evals.batch_size = 64  # global batch of the feature network
+  config.evals.max_images = 0  # >0: cap every metric's image counts (smoke tests only)
+  config.evals.inception_weights = ''  # '' : the cached `python -m gan_jax.metrics.fetch` file
+  config.evals.cache_dir = ''  # real-image statistics cache ('': ~/.cache/gan_jax/stats)
   return config
 
 

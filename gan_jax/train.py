@@ -25,6 +25,7 @@ from gan_jax import state as state_lib
 from gan_jax import train_step as train_step_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
+from gan_jax.metrics import periodic
 
 
 def total_steps(train_config) -> int:
@@ -143,6 +144,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                 asynchronous=False)
   hparams = optim.effective_hparams(config.train)
+  evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer, is_main)  # config.evals
 
   def write_grid(state, step):
     images = images_lib.to_uint8(generate(state.ema_params, state.ema_buffers, grid_z, grid_c,
@@ -245,6 +247,10 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
           write_grid(state, step)
         if step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
           save(state, step)
+        if evals.due(step, num_steps) and not stopping:
+          t0 = time.time()
+          evals.run(state.ema_params, state.ema_buffers, step)
+          tick_start += time.time() - t0  # evaluation time is not training time
         if stopping:
           logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.2f); run the '
                           'same command again to continue.', stop.reason, step,

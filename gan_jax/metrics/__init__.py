@@ -3,6 +3,12 @@
   inception_features(images, weights=None) -> float32 (N, 2048)   gan_jax.metrics.inception
   python -m gan_jax.metrics.fetch                                  caches the network's weights
   FeatureStats, frechet_distance, kernel_inception_distance       gan_jax.metrics.frechet
+  registry.parse('fid50k_full'), NVIDIA's metric names              gan_jax.metrics.registry
+  Evaluator(config.data, mesh).evaluate(G, variables, names)      gan_jax.metrics.evaluator
+  sharded extraction, the real-statistics cache                   gan_jax.metrics.features
+  precision/recall, perceptual path length                        precision_recall, ppl
+  config.evals during training                                    gan_jax.metrics.periodic
+  python -m gan_jax.evaluate --workdir RUN --metrics fid50k_full   the command line
 """
 
 from gan_jax.metrics.frechet import FeatureStats

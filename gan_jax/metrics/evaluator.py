@@ -1,0 +1,200 @@
+"""Computes metrics (`gan_jax.metrics.registry` names) for a generator, sharded over a mesh.
+
+  evaluator = Evaluator(config.data, mesh)
+  results = evaluator.evaluate(G, {'params': ..., 'buffers': ...}, ['fid50k_full', 'kid50k_full'])
+  # {'fid50k_full': 4.1, 'kid50k_full': 0.0012}
+
+`COMPUTE` is the registry: metric family -> function. Generated images come from the generator
+with noise_mode 'random' and truncation 1 (as NVIDIA's metrics), latents from a fixed seed, and
+are mapped to uint8 as NVIDIA does: clip(x * 127.5 + 128, 0, 255). Conditional generators get
+labels drawn uniformly over the classes. Real images are the first N images of the config's
+split (not flipped), their statistics cached (see `features.real_stats`). Generated features
+of one count are computed once per `evaluate` call and shared by the metrics that use them.
+"""
+
+import time
+from typing import Callable, Mapping, Optional, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gan_jax import sharding
+from gan_jax.metrics import features as features_lib
+from gan_jax.metrics import fetch
+from gan_jax.metrics import frechet
+from gan_jax.metrics import inception
+from gan_jax.metrics import ppl as ppl_lib
+from gan_jax.metrics import precision_recall
+from gan_jax.metrics import registry
+
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+  """Generator output -> uint8 as NVIDIA's metrics: clip(x * 127.5 + 128, 0, 255)."""
+  return jnp.clip(images * 127.5 + 128, 0, 255).astype(jnp.uint8)
+
+
+class Evaluator:
+  """Metrics of generators on one dataset split, over the devices of `mesh`.
+
+  Args:
+    data_config: `config.data` of the real images.
+    mesh: the device mesh (all devices of all processes: `sharding.make_mesh`).
+    batch_size: global batch of the feature network (rounded up to a multiple of the mesh).
+    weights: FID Inception weights path (None: the cached `python -m gan_jax.metrics.fetch`).
+    cache_dir: real-statistics cache (None: ~/.cache/gan_jax/stats).
+    max_images: cap on every metric's image counts, for smoke tests (None: the metric's own).
+    seed: latents and noise of the generated images derive from it.
+    extractor: a ready `features.Extractor` (tests pass a cheap network).
+  """
+
+  def __init__(self, data_config, mesh, batch_size: int = 64, weights=None, cache_dir=None,
+               max_images: Optional[int] = None, seed: int = 0,
+               extractor: Optional[features_lib.Extractor] = None):
+    self.data_config = data_config
+    self.mesh = mesh
+    if extractor is None:
+      path = fetch.weights_path(weights)
+      extractor = features_lib.Extractor(mesh, inception.load_params(path), batch_size,
+                                         network_hash=fetch.sha1_of(path))
+    self.extractor = extractor
+    self.cache_dir = cache_dir
+    self.max_images = max_images
+    self.seed = seed
+    self._reals: dict = {}
+    self._capture: set = set()
+    self._builder = None
+
+  # ------------------------------------------------------------------------------------------
+  # Inputs.
+
+  def builder(self):
+    if self._builder is None:
+      from gan_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+      self._builder = pipeline.load_builder(self.data_config)
+    return self._builder
+
+  def real(self, num_items: Optional[int], capture_all: bool) -> frechet.FeatureStats:
+    """Real statistics (from the disk cache, else computed), kept for this evaluator's life."""
+    capture_all = capture_all or num_items in self._capture
+    for capture in ((True, False) if not capture_all else (True,)):
+      if (num_items, capture) in self._reals:
+        return self._reals[(num_items, capture)]
+    stats = features_lib.real_stats(self.data_config, num_items, self.extractor, capture_all,
+                                    self.cache_dir, builder=self.builder())
+    self._reals[(num_items, capture_all)] = stats
+    return stats
+
+  def _latents(self, G, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """This process's rows of global batch `index`: z (n, z_dim), c (n, c_dim)."""
+    n = self.extractor.batch_size
+    rng = np.random.default_rng([self.seed, index])
+    z = rng.standard_normal((n, G.z_dim)).astype(np.float32)
+    c = (np.eye(G.c_dim, dtype=np.float32)[rng.integers(0, G.c_dim, n)] if G.c_dim
+         else np.zeros((n, 0), np.float32))
+    rows = self.extractor.local_rows()
+    return z[rows], c[rows]
+
+  def fake(self, G, variables, num_items: int) -> frechet.FeatureStats:
+    """Features of `num_items` generated images (captured), batch by batch over the mesh."""
+    rep = sharding.replicated(self.mesh)
+    bshard = self.extractor.batch_sharding
+
+    def generate(variables, z, c, rng):
+      return to_uint8(G.apply(variables, z, c, noise_mode='random', rngs={'noise': rng}))
+
+    generate = jax.jit(generate, in_shardings=(rep, bshard, bshard, rep), out_shardings=bshard)
+    variables = jax.device_put(variables, rep)
+
+    def batches():
+      for index in range(-(-num_items // self.extractor.batch_size)):
+        z, c = self._latents(G, index)
+        key = jax.random.fold_in(jax.random.PRNGKey(self.seed), index)
+        yield generate(variables, self.extractor.global_batch(z), self.extractor.global_batch(c), key)
+
+    return self.extractor.accumulate(batches(), num_items, capture_all=True, what='generated')
+
+  # ------------------------------------------------------------------------------------------
+  # Metrics.
+
+  def evaluate(self, G, variables: Mapping, names: Sequence[str]) -> dict[str, float]:
+    """{result name: value} for the metric `names` (registry names) of generator G (a Flax
+    Generator) with `variables` ({'params', 'buffers'})."""
+    specs = [registry.parse(n).capped(self.max_images) if isinstance(n, str) else n
+             for n in names]
+    # Real sets that KID or PR need whole are captured once, and FID of that count reuses them.
+    self._capture = {s.num_real for s in specs if s.family in ('kid', 'pr')}
+    fakes: dict[int, frechet.FeatureStats] = {}
+    results = {}
+    for spec in specs:
+      start = time.time()
+      values = COMPUTE[spec.family](self, spec, G, variables, fakes)
+      for key, value in zip(spec.result_names, values):
+        results[key] = value
+        logging.info('%s = %.6g  (%.0f s)', key, value, time.time() - start)
+    return results
+
+  def fakes_for(self, spec, G, variables, fakes: dict) -> frechet.FeatureStats:
+    if spec.num_gen not in fakes:
+      fakes[spec.num_gen] = self.fake(G, variables, spec.num_gen)
+    return fakes[spec.num_gen]
+
+
+def compute_fid(evaluator: Evaluator, spec, G, variables, fakes) -> tuple[float]:
+  real = evaluator.real(spec.num_real, capture_all=False)
+  fake = evaluator.fakes_for(spec, G, variables, fakes)
+  return (frechet.frechet_distance(*real.mean_cov(), *fake.mean_cov()),)
+
+
+def compute_kid(evaluator: Evaluator, spec, G, variables, fakes) -> tuple[float]:
+  real = evaluator.real(spec.num_real, capture_all=True)
+  fake = evaluator.fakes_for(spec, G, variables, fakes)
+  return (frechet.kernel_inception_distance(real.all_features(), fake.all_features(),
+                                            KID_SUBSETS, KID_SUBSET_SIZE),)
+
+
+def compute_pr(evaluator: Evaluator, spec, G, variables, fakes) -> tuple[float, float]:
+  real = evaluator.real(spec.num_real, capture_all=True)
+  fake = evaluator.fakes_for(spec, G, variables, fakes)
+  return precision_recall.precision_recall(real.all_features(), fake.all_features(), spec.k)
+
+
+def compute_ppl(evaluator: Evaluator, spec, G, variables, fakes) -> tuple[float]:
+  del fakes
+  if spec.space != 'w':
+    raise ValueError(f'{spec.name}: only path lengths in W are implemented')
+  extractor = evaluator.extractor
+  rep, bshard = sharding.replicated(evaluator.mesh), extractor.batch_sharding
+  sample = jax.jit(ppl_lib.make_sampler(G, extractor.params, spec.epsilon, spec.sampling,
+                                        spec.crop),
+                   in_shardings=(rep, bshard, bshard, bshard, rep), out_shardings=rep)
+  variables = jax.device_put(variables, rep)
+  n = extractor.batch_size
+  distances = []
+  progress = features_lib.Progress(spec.name, spec.num_gen)
+  for index in range(-(-spec.num_gen // n)):
+    rng = np.random.default_rng([evaluator.seed, 1 << 20, index])
+    z = rng.standard_normal((2, n, G.z_dim)).astype(np.float32)
+    c = (np.eye(G.c_dim, dtype=np.float32)[rng.integers(0, G.c_dim, n)] if G.c_dim
+         else np.zeros((n, 0), np.float32))
+    rows = extractor.local_rows()
+    key = jax.random.fold_in(jax.random.PRNGKey(evaluator.seed + 1), index)
+    d = sample(variables, extractor.global_batch(z[0][rows]), extractor.global_batch(z[1][rows]),
+               extractor.global_batch(c[rows]), key)
+    distances.append(np.asarray(d))
+    progress.update(min(n, spec.num_gen - index * n))
+  return (ppl_lib.aggregate(np.concatenate(distances)[:spec.num_gen]),)
+
+
+# The registry: metric family -> fn(evaluator, spec, G, variables, fakes) -> values, one per
+# `spec.result_names`.
+COMPUTE: Mapping[str, Callable] = {
+    'fid': compute_fid,
+    'kid': compute_kid,
+    'pr': compute_pr,
+    'ppl': compute_ppl,
+}

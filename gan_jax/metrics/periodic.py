@@ -1,0 +1,88 @@
+"""Metrics during training: `config.evals` says which and how often (in kimg).
+
+  evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer)
+  ...
+  if evals.due(step, num_steps): evals.run(state.ema_params, state.ema_buffers, step)
+
+Each run evaluates G_ema and writes every result to the clu metric writer (as `metrics/<name>`)
+and, on process 0, appends one JSON object per result to `<workdir>/metrics.jsonl`:
+  {"step": 3125, "kimg": 50.0, "metric": "fid2k", "value": 41.3, "seconds": 812.4,
+   "num_gen": 2000, "num_real": 2000}
+"""
+
+import json
+import time
+
+from absl import logging
+from etils import epath
+
+from gan_jax.metrics import evaluator as evaluator_lib
+from gan_jax.metrics import registry
+
+JSONL = 'metrics.jsonl'
+
+
+class PeriodicEvals:
+  """Evaluates `config.evals.metrics` every `config.evals.every_kimg` and at the run's end.
+
+  The Inception weights are loaded and the evaluator built on the first run, so a config
+  without metrics costs nothing.
+  """
+
+  def __init__(self, config, workdir, mesh, G, writer, is_main: bool = True):
+    evals = config.get('evals')  # None in configs written before metrics existed
+    self.specs = [] if evals is None else [s.capped(evals.max_images or None)
+                                           for s in registry.parse_list(evals.metrics)]
+    self.every_kimg = 0.0 if evals is None else float(evals.every_kimg)
+    self.batch_size = config.train.batch_size
+    self.config = config
+    self.workdir = epath.Path(workdir)
+    self.mesh, self.G, self.writer, self.is_main = mesh, G, writer, is_main
+    self._evaluator = None
+
+  @property
+  def enabled(self) -> bool:
+    return bool(self.specs)
+
+  def due(self, step: int, num_steps: int) -> bool:
+    """True after the step that crosses a multiple of every_kimg, and after the last step."""
+    if not self.specs:
+      return False
+    if step == num_steps:
+      return True
+    if self.every_kimg <= 0:
+      return False
+    images_per_eval = self.every_kimg * 1000
+    return (step * self.batch_size // images_per_eval >
+            (step - 1) * self.batch_size // images_per_eval)
+
+  def evaluator(self) -> evaluator_lib.Evaluator:
+    if self._evaluator is None:
+      evals = self.config.evals
+      self._evaluator = evaluator_lib.Evaluator(
+          self.config.data, self.mesh, batch_size=evals.batch_size,
+          weights=evals.inception_weights or None, cache_dir=evals.cache_dir or None,
+          seed=self.config.seed)
+    return self._evaluator
+
+  def run(self, ema_params, ema_buffers, step: int) -> dict[str, float]:
+    """Evaluates every configured metric on G_ema; logs and records the results."""
+    kimg = step * self.batch_size / 1000
+    variables = {'params': ema_params, 'buffers': ema_buffers}
+    results = {}
+    for spec in self.specs:
+      start = time.time()
+      values = self.evaluator().evaluate(self.G, variables, [spec])
+      seconds = time.time() - start
+      results.update(values)
+      self.writer.write_scalars(step, {f'metrics/{k}': v for k, v in values.items()})
+      if self.is_main:
+        with (self.workdir / JSONL).open('a') as f:
+          for name, value in values.items():
+            f.write(json.dumps({'step': step, 'kimg': kimg, 'metric': name, 'value': value,
+                                'seconds': round(seconds, 3), 'num_gen': spec.num_gen,
+                                'num_real': spec.num_real}) + '\n')
+      logging.info('step %d  kimg %.2f  %s  (%.0f s)', step, kimg,
+                   '  '.join(f'{k} {v:.4f}' for k, v in values.items()), seconds)
+    self.writer.flush()
+    return results
