@@ -32,6 +32,12 @@ def exports(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
+def pixel():
+  """One distance object for the module: its compiled projector steps are reused."""
+  return perceptual.Distance('pixel')
+
+
+@pytest.fixture(scope='module')
 def g0(exports):
   """Noise strength 0 (as a fresh init): the image is a function of w alone."""
   return gan_jax.load_generator(exports['noiseless'])
@@ -110,12 +116,12 @@ def test_box_downscale_and_pixel_distance():
 # Projection.
 
 
-def test_projection_recovers_a_generated_w(g0):
+def test_projection_recovers_a_generated_w(g0, pixel):
   w_known = g0.mapping(generate.seed_latent(7, g0.z_dim))
   target = g0.synthesis(w_known)
   w_avg, _ = projector.w_statistics(g0, None, FAST.w_avg_samples)
   start_mse = np.mean((g0.synthesis(np.broadcast_to(w_avg, w_known.shape)) - target) ** 2)
-  result = projector.project(g0, target, cfg=FAST.replace(num_steps=100))
+  result = projector.project(g0, target, cfg=FAST.replace(num_steps=100), distance=pixel)
   assert result.ws.shape == (100, g0.num_ws, g0.w_dim) and result.dist.shape == (100,)
   final_mse = np.mean((projector.render(g0, result.ws[-1:], result.noise) - target) ** 2)
   assert final_mse < start_mse / 20, (start_mse, final_mse)
@@ -127,20 +133,20 @@ def test_projection_recovers_a_generated_w(g0):
     assert abs(v.mean()) < 1e-5 and np.mean(v ** 2) == pytest.approx(1, rel=1e-4)
 
 
-def test_masked_projection_ignores_the_hole(g):
+def test_masked_projection_ignores_the_hole(g, pixel):
   target = _target(g)
   mask = np.ones((1, RES, RES, 1), np.float32)
   mask[:, 8:20, 10:26] = 0
   changed = np.where(mask > 0, target, np.random.RandomState(1).randn(*target.shape) * 3)
   cfg = FAST.replace(num_steps=4)
-  a = projector.project(g, target, mask, cfg)
-  b = projector.project(g, changed.astype(np.float32), mask, cfg)
+  a = projector.project(g, target, mask, cfg, pixel)
+  b = projector.project(g, changed.astype(np.float32), mask, cfg, pixel)
   np.testing.assert_array_equal(a.ws, b.ws)
   np.testing.assert_array_equal(a.dist, b.dist)
   for name in a.noise:
     np.testing.assert_array_equal(a.noise[name], b.noise[name])
   known = np.where(mask > 0, -target, target).astype(np.float32)  # the known pixels matter
-  c = projector.project(g, known, mask, cfg)
+  c = projector.project(g, known, mask, cfg, pixel)
   assert np.abs(c.ws - a.ws).max() > 1e-4
 
 

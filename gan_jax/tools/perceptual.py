@@ -102,6 +102,7 @@ class Distance:
     if kind == 'inception' and inception_params is None:
       inception_params = inception.load_params()
     self.kind, self.params, self.taps = kind, inception_params, tuple(taps)
+    self.compiled_steps = {}  # the projector's jitted steps with this distance, to reuse them
 
   def prepare(self, target: Array, mask: Optional[Array]) -> dict:
     target = jnp.asarray(target, jnp.float32)
