@@ -57,15 +57,16 @@ def fake_source(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def two_runs(fake_source):
-  """Steps 0 (R1 + path length) and 1 (plain) on data=8 and on data=2 x fsdp=4."""
-  dp = _run_steps(tiny_config(fake_source), jax.devices(), 2)
+  """Step 0 (G, path length, D, R1 and EMA: every phase) on data=8 and on data=2 x fsdp=4. One
+  compile each; the data=8 one is tests/test_train.py's (shared through the compile cache)."""
+  dp = _run_steps(tiny_config(fake_source), jax.devices(), 1)
   fsdp = _run_steps(tiny_config(fake_source, **{'mesh.data': 2, 'mesh.fsdp': 4}),
-                    jax.devices(), 2)
+                    jax.devices(), 1)
   return dp, fsdp
 
 
 def test_fsdp_shards_the_state(two_runs):
-  """After two steps every leaf still has its rule's sharding; each device holds 1/4 of the
+  """After a step every leaf still has its rule's sharding; each device holds 1/4 of the
   sharded ones (G, D, G_ema and both Adam states)."""
   _, (state, _) = two_runs
   leaves = jax.tree_util.tree_leaves(state)
@@ -110,12 +111,12 @@ def test_checkpoint_restores_in_the_other_layout(two_runs, fake_source, tmp_path
   target = _abstract(tiny_config(fake_source, **({} if save_fsdp else
                                                   {'mesh.data': 2, 'mesh.fsdp': 4})))
   mngr = checkpointing.manager(str(tmp_path), config_base.get_base_config().checkpoint)
-  checkpointing.save(mngr, saved, {'step': 2})
+  checkpointing.save(mngr, saved, {'step': 1})
   checkpointing.finish(mngr)
   mngr = checkpointing.manager(str(tmp_path), config_base.get_base_config().checkpoint)
-  restored, meta = checkpointing.restore_step(mngr, 2, target)
+  restored, meta = checkpointing.restore_step(mngr, 1, target)
   mngr.close()
-  assert meta == {'step': 2}
+  assert meta == {'step': 1}
   for leaf, want in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(target)):
     assert leaf.sharding == want.sharding
   for a, b in zip(_leaves(restored), _leaves(saved)):
