@@ -26,6 +26,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.channel_base = 32768  # channels at resolution r: min(channel_base // r, channel_max)
   config.model.channel_max = 512
   config.model.conv_clamp = 0  # clamp activations to +-conv_clamp (0: off); NVIDIA uses 256 with fp16
+  # Mixed precision: the num_bf16_res highest resolutions of G and D compute in bfloat16 (params,
+  # optimizer and the RGB skip image stay float32); NVIDIA uses 4 (float16) with conv_clamp 256.
+  config.model.num_bf16_res = 0
   config.model.mbstd_group_size = 4
   config.model.mbstd_num_channels = 1
   config.model.conditional = False  # use the dataset's labels (class count comes from the dataset)
