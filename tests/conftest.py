@@ -18,3 +18,16 @@ os.environ['XLA_FLAGS'] = _flags.strip()
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='gan_jax_xla_cache_'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+
+# The heaviest files first (compiles, subprocesses): pytest-xdist hands whole files to its two
+# workers in collection order, so the light files fill the end of the run instead of one long file
+# running alone.
+_HEAVY_FIRST = ('test_multiprocess.py', 'test_kill_resume.py', 'test_fsdp.py', 'test_metrics.py',
+                'test_train.py', 'test_projector.py', 'test_guard.py', 'test_main.py',
+                'test_augment.py', 'test_aot.py', 'test_tools_figures.py', 'test_tools.py')
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+  rank = {name: i for i, name in enumerate(_HEAVY_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
