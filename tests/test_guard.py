@@ -78,6 +78,8 @@ def test_nan_with_rollback_restores_the_last_checkpoint_and_goes_on(fake_source,
     assert np.all(np.isfinite(leaf))
 
 
+# Slow: the real SIGTERM test below and tests/test_multiprocess.py cover this path in the suite.
+@pytest.mark.slow
 def test_stop_request_saves_and_stops_at_the_step(fake_source, tmp_path, monkeypatch):
   """A stop request (what SIGTERM sets) ends the loop after the current step, with a checkpoint;
   the same run started again continues to the end."""

@@ -131,6 +131,8 @@ def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
   assert int(again.step) == 10
 
 
+# Slow: tests/test_kill_resume.py checks the same bit-identity in the suite, with a real SIGKILL.
+@pytest.mark.slow
 def test_interrupted_and_resumed_equals_uninterrupted(fake_source, tmp_path):
   config = tiny_config(fake_source, **{'checkpoint.every_steps': 3})
   full = train.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
