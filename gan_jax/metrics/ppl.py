@@ -50,8 +50,9 @@ def feature_maps(params: Mapping[str, Any], images: jax.Array) -> list[jax.Array
 
 
 def normalize(f: jax.Array) -> jax.Array:
-  """Each position's channel vector divided by its L2 norm (+eps), as LPIPS."""
-  return f / (jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True)) + _NORM_EPS)
+  """Each position's channel vector scaled to unit L2 norm, as LPIPS; the eps sits inside the
+  rsqrt so the gradient stays finite on all-zero features (the projector differentiates it)."""
+  return f * jax.lax.rsqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True) + _NORM_EPS)
 
 
 def distance_from_maps(maps0, maps1) -> jax.Array:

@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from gan_jax.metrics import inception
+from gan_jax.metrics import ppl
 
 Array = jax.Array
 DISTANCES = ('inception', 'pixel')
 INCEPTION_TAPS = ('conv_2', 'conv_4', 'mixed_2', 'mixed_3')
-NORM_EPS = 1e-10
 
 
 def box_downscale(x: Array, k: int) -> Array:
@@ -76,14 +76,9 @@ def inception_taps(params: Mapping[str, Any], x: Array,
   return [found[t]['__call__'][0] for t in taps]
 
 
-def normalize_channels(f: Array) -> Array:
-  return f * jax.lax.rsqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True) + NORM_EPS)
-
-
-def tap_distance(a: Sequence[Array], b: Sequence[Array]) -> Array:
-  """LPIPS (uniform weights) between two lists of feature maps: (N,)."""
-  return sum(jnp.square(normalize_channels(fa) - normalize_channels(fb)).sum(-1).mean((1, 2))
-             for fa, fb in zip(a, b))
+# LPIPS (uniform weights) between two lists of feature maps, (N,): the PPL metric's distance.
+normalize_channels = ppl.normalize
+tap_distance = ppl.distance_from_maps
 
 
 class Distance:
