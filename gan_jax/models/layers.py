@@ -16,7 +16,8 @@ modulated_conv2d, MinibatchStdLayer) so that its weights import 1:1:
 Speed on CPU (XLA:CPU is slow on grouped, depthwise and input-dilated convolutions): modulated
 convs scale activations instead of building per-sample kernels, so one shared-kernel conv serves
 the batch; the transposed conv runs phase by phase as small stride-1 convs; FIR filters are sums
-of shifted slices (separable filters one axis at a time).
+of shifted slices (separable filters one axis at a time); convolutions carry matmul-based
+gradients on the CPU backend (`gan_jax.models.conv`).
 """
 
 import math
@@ -27,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax.models import conv
+
 Array = jax.Array
 Padding = Union[int, Sequence[int]]
-
-_DIMS = ('NHWC', 'HWIO', 'NHWC')
 
 # name -> (function, default gain). 'lrelu' is leaky ReLU with slope 0.2.
 ACTIVATIONS = {
@@ -211,42 +212,7 @@ def bias_act(x: Array, b: Optional[Array] = None, act: str = 'linear',
 
 
 def _conv(x: Array, w: Array, stride: int = 1, padding=((0, 0), (0, 0))) -> Array:
-  return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (stride, stride), padding,
-                                      dimension_numbers=_DIMS)
-
-
-def _conv_transpose(x: Array, w: Array, stride: int, pad_y: int, pad_x: int) -> Array:
-  """PyTorch conv_transpose2d semantics: every input pixel scatters the kernel as stored;
-  output (H - 1) * stride + kh - 2 * pad_y.
-
-  Computed phase by phase, because XLA:CPU is slow on input-dilated convolutions and their
-  gradients: output pixel s*m + r only sees kernel taps r, r + s, ..., so each of the s*s output
-  phases is a small stride-1 convolution of the undilated input with those taps, and the phases
-  are interleaved. Exactly the scatter's products (k*k taps per input pixel), no zero-stuffing.
-  Each phase conv pads its input explicitly on the low side and passes the rest as 'same'-style
-  high padding: the layout XLA:CPU runs fast for forward, gradient and double gradient.
-  """
-  s = stride
-  kh, kw, _, cout = w.shape
-  n, h, wd, _ = x.shape
-  mh, mw = h + -(-kh // s) - 1, wd + -(-kw // s) - 1  # phase length (the longest phase)
-  w = w.astype(x.dtype)
-  rows = []
-  for ry in range(s):
-    cols = []
-    for rx in range(s):
-      sub = w[ry::s, rx::s]  # taps of this phase: out[m] = sum_j x[m - j] * sub[j]
-      a, b = sub.shape[:2]
-      if a == 0 or b == 0:  # kernel smaller than the stride: this phase is empty
-        cols.append(jnp.zeros((n, mh, mw, cout), x.dtype))
-        continue
-      xp = jnp.pad(x, ((0, 0), (a - 1, 0), (b - 1, 0), (0, 0)))
-      y = _conv(xp, sub[::-1, ::-1], padding=((0, a - 1), (0, b - 1)))  # (n, h+a-1, w+b-1, o)
-      cols.append(jnp.pad(y, ((0, 0), (0, mh - y.shape[1]), (0, mw - y.shape[2]), (0, 0))))
-    rows.append(jnp.stack(cols, axis=3))  # (n, mh, mw, s, o)
-  y = jnp.stack(rows, axis=2).reshape(n, mh * s, mw * s, cout)  # interleave (depth-to-space)
-  out_h, out_w = (h - 1) * s + kh, (wd - 1) * s + kw
-  return y[:, pad_y:out_h - pad_y, pad_x:out_w - pad_x]
+  return conv.conv2d(x, w, stride, padding)
 
 
 def conv2d_resample(x: Array, w: Array, f=None, up: int = 1, down: int = 1,
@@ -287,7 +253,7 @@ def conv2d_resample(x: Array, w: Array, f=None, up: int = 1, down: int = 1,
     py0, py1 = py0 - (kh - 1), py1 - (kh - up)
     pxt = max(min(-px0, -px1), 0)
     pyt = max(min(-py0, -py1), 0)
-    x = _conv_transpose(x, w, up, pyt, pxt)
+    x = conv.conv_transpose2d(x, w, up, pyt, pxt)
     return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
 
   if min(px0, px1, py0, py1) >= 0:
