@@ -66,6 +66,30 @@ def get_base_config() -> ml_collections.ConfigDict:
   # last checkpoint, draw new latents, go on; at most max_rollbacks times, then halt).
   config.train.nonfinite_action = 'halt'
   config.train.max_rollbacks = 3
+  # Loss of the progressive loop (gan_jax/train_progressive.py; the StyleGAN2 loop always uses
+  # 'nonsaturating'): 'nonsaturating' (logistic, + R1 of weight r1_gamma in every D step, as
+  # StyleGAN) or 'wgan_gp' (ProGAN: WGAN-GP of weight wgan_lambda and target wgan_target, plus
+  # wgan_drift * D(x)^2).
+  config.train.loss = 'nonsaturating'
+  config.train.wgan_lambda = 10.0
+  config.train.wgan_target = 1.0
+  config.train.wgan_drift = 0.001
+
+  # Progressive growing (ProGAN / StyleGAN; gan_jax/progressive.py, gan_jax/train_progressive.py).
+  # Needed by model 'progan'; 'stylegan' may train with it or at a fixed resolution.
+  config.progressive = ml_collections.ConfigDict()
+  config.progressive.enabled = False
+  config.progressive.start_resolution = 4  # = the data's resolution: fixed-resolution training
+  config.progressive.fade_kimg = 600.0  # new blocks fade in (alpha 0 -> 1) over this many kimg
+  config.progressive.stabilize_kimg = 600.0  # then train at alpha 1 for this many kimg
+  # Batch per resolution, 'RES:BATCH,...' (e.g. '256:14,512:6,1024:3', the paper's); the others
+  # use default_batch_size. Every batch must divide by the mesh's devices. train.batch_size is
+  # not used by the progressive loop.
+  config.progressive.batch_sizes = ''
+  config.progressive.default_batch_size = 16
+  # Reset both Adam states when a fade-in starts and when it ends (the official code's
+  # reset_opt_for_new_lod).
+  config.progressive.reset_optimizer = True
 
   # Adaptive discriminator augmentation (gan_jax/augment.py), NVIDIA's StyleGAN2-ADA defaults.
   config.augment = ml_collections.ConfigDict()

@@ -7,6 +7,7 @@ already refused by ml_collections (configs are locked and typed); this checks va
 import math
 
 from gan_jax import augment
+from gan_jax import progressive
 from gan_jax.metrics import registry
 
 
@@ -64,10 +65,12 @@ def validate(config, num_devices: int) -> None:
            config.model.get('num_bf16_res', 0), '0 (all float32) or more')
   # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
   group = config.model.mbstd_group_size
-  _require(group >= 1 and t.batch_size % min(group, t.batch_size) == 0, 'model.mbstd_group_size',
-           group, f'>= 1 and dividing train.batch_size={t.batch_size}')
+  _require(group == 0 or (group >= 1 and t.batch_size % min(group, t.batch_size) == 0),
+           'model.mbstd_group_size', group,
+           f'0 (the whole minibatch) or >= 1 and dividing train.batch_size={t.batch_size}')
   _require(config.model.mbstd_num_channels >= 1, 'model.mbstd_num_channels',
            config.model.mbstd_num_channels, 'at least 1')
+  _validate_progressive(config, num_devices)
   evals = config.get('evals')
   if evals is not None:
     try:
@@ -79,6 +82,69 @@ def validate(config, num_devices: int) -> None:
     _positive(config, 'evals.batch_size', integer=True)
     _require(evals.max_images >= 0, 'evals.max_images', evals.max_images,
              '0 (the metrics\' own counts) or a cap')
+
+
+def _validate_progressive(config, num_devices: int) -> None:
+  """config.progressive and the loss knobs of the progressive loop (gan_jax/train_progressive)."""
+  t, p = config.train, config.get('progressive')
+  enabled = p is not None and p.enabled
+  loss = t.get('loss', 'nonsaturating')
+  _require(loss in ('nonsaturating', 'wgan_gp'), 'train.loss', loss,
+           "'nonsaturating' or 'wgan_gp'")
+  if not enabled:
+    _require(config.model.name != 'progan', 'model.name', config.model.name,
+             "'progan' trains only with config.progressive.enabled=True (for a fixed resolution "
+             'set progressive.start_resolution to the data\'s)')
+    _require(loss == 'nonsaturating', 'train.loss', loss,
+             "'nonsaturating' without progressive growing (the StyleGAN2 loop has no WGAN-GP); "
+             'set config.progressive.enabled=True to use it')
+    return
+  _require(config.model.name in ('progan', 'stylegan'), 'model.name', config.model.name,
+           "'progan' or 'stylegan' with config.progressive.enabled=True")
+  _require(t.wgan_lambda >= 0 and math.isfinite(t.wgan_lambda), 'train.wgan_lambda',
+           t.wgan_lambda, 'a finite number >= 0')
+  _positive(config, 'train.wgan_target')
+  _require(t.wgan_drift >= 0 and math.isfinite(t.wgan_drift), 'train.wgan_drift', t.wgan_drift,
+           'a finite number >= 0')
+  _require(t.pl_weight == 0, 'train.pl_weight', t.pl_weight,
+           '0 with progressive growing (its loop has no path-length term; StyleGAN had none)')
+  _require(loss != 'nonsaturating' or t.r1_gamma == 0 or t.r1_interval == 1, 'train.r1_interval',
+           t.r1_interval, '1 with progressive growing (R1 runs in every D step, as in StyleGAN)')
+  _require(config.augment.pipe == 'none', 'augment.pipe', config.augment.pipe,
+           "'none' with progressive growing (ADA is not part of the progressive loop)")
+  evals = config.get('evals')
+  _require(evals is None or not evals.metrics, 'evals.metrics', evals and evals.metrics,
+           "'' with progressive growing (the network grows during the run); evaluate a finished "
+           'stylegan run with python -m gan_jax.evaluate')
+  _require(p.start_resolution >= 4 and 2 ** int(round(math.log2(p.start_resolution)))
+           == p.start_resolution, 'progressive.start_resolution', p.start_resolution,
+           'a power of two >= 4')
+  _require(p.fade_kimg >= 0 and p.stabilize_kimg >= 0 and p.fade_kimg + p.stabilize_kimg > 0,
+           'progressive.fade_kimg', (p.fade_kimg, p.stabilize_kimg),
+           'fade_kimg and stabilize_kimg must be >= 0 and not both 0')
+  _positive(config, 'progressive.default_batch_size', integer=True)
+  try:
+    batch_sizes = progressive.parse_batch_sizes(p.batch_sizes)
+  except ValueError as error:
+    raise ConfigError(f'config.progressive.batch_sizes={p.batch_sizes!r} is not allowed: '
+                      f'{error}') from None
+  group = config.model.mbstd_group_size
+  for res, batch in sorted(batch_sizes.items()) + [('the others', p.default_batch_size)]:
+    key = ('progressive.batch_sizes' if res != 'the others' else 'progressive.default_batch_size')
+    _require(batch % num_devices == 0, key, p.batch_sizes if res != 'the others' else batch,
+             f'the batch {batch} at resolution {res} must be divisible by the {num_devices} '
+             f'devices of the mesh: use multiples of {num_devices}, or a mesh whose device count '
+             f'divides every batch (--config.mesh.data=K)')
+    _require(group == 0 or batch % min(group, batch) == 0, 'model.mbstd_group_size', group,
+             f'0 (the whole minibatch) or a group size dividing the batch {batch} at resolution '
+             f'{res}')
+
+
+def validate_progressive_resolution(config, resolution: int) -> None:
+  """The start resolution is at most the data's."""
+  start = config.progressive.start_resolution
+  _require(start <= resolution, 'progressive.start_resolution', start,
+           f'at most the data\'s resolution {resolution}')
 
 
 def _validate_augment(config) -> None:

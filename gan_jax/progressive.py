@@ -71,3 +71,29 @@ def kimg_to_reach(resolution: int, start_resolution: int = 4, fade_kimg: float =
   if doublings < 0:
     raise ValueError(f'resolution {resolution} is below start_resolution {start_resolution}')
   return doublings * (fade_kimg + stabilize_kimg)
+
+
+def parse_batch_sizes(text: str) -> dict[int, int]:
+  """'256:14,512:6,1024:3' -> {256: 14, 512: 6, 1024: 3} (config.progressive.batch_sizes);
+  '' -> {}. Resolutions must be powers of two >= 4, batches positive."""
+  out = {}
+  for part in text.replace(' ', '').split(','):
+    if not part:
+      continue
+    res, sep, batch = part.partition(':')
+    if not sep or not res.isdigit() or not batch.isdigit():
+      raise ValueError(f'bad batch size entry {part!r} in {text!r}: write RES:BATCH pairs, '
+                       'e.g. 256:14,512:6,1024:3')
+    _log2(int(res), f'resolution {res} in {text!r}')
+    if int(batch) <= 0 or int(res) in out:
+      raise ValueError(f'bad batch size entry {part!r} in {text!r}: batches must be positive '
+                       'and each resolution given once')
+    out[int(res)] = int(batch)
+  return out
+
+
+def stages(target_resolution: int, start_resolution: int = 4) -> list[int]:
+  """The stage resolutions a run passes through: start, 2 * start, ..., target."""
+  lo, hi = _log2(start_resolution, 'start_resolution'), _log2(target_resolution,
+                                                              'target_resolution')
+  return [2 ** k for k in range(lo, hi + 1)]

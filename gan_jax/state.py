@@ -46,7 +46,7 @@ def create(G, D, g_tx: optax.GradientTransformation, d_tx: optax.GradientTransfo
   z, c, img = _dummy_inputs(G, D, c_dim)
   g_vars = G.init({'params': g_key, 'noise': noise_key}, z, c)
   d_vars = D.init({'params': d_key}, img, c)
-  g_params, g_buffers = g_vars['params'], g_vars['buffers']
+  g_params, g_buffers = g_vars['params'], g_vars.get('buffers', {})  # ProGAN's G has none
   d_params = d_vars['params']
   return GANState(
       step=jnp.zeros((), jnp.int32),

@@ -121,6 +121,10 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   if not is_main:
     info = pipeline.dataset_info(config.data)
     config_check.validate_resolution(info.resolution)
+  if config.get('progressive') is not None and config.progressive.enabled:
+    # ProGAN / StyleGAN growing: its own loop (imported here: it uses this module's helpers).
+    from gan_jax import train_progressive  # pylint: disable=g-import-not-at-top
+    return train_progressive.train(config, workdir, workdir_path, mesh, info, is_main)
   G, D, c_dim = build(config, info)
   g_tx, d_tx = optim.make_optimizers(config.train)
   batch_size = config.train.batch_size

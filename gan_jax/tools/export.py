@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from gan_jax import models
+from gan_jax.models import progan
 
 FORMAT = 'gan_jax.generator'
 VERSION = 1
@@ -56,7 +57,9 @@ def abstract_variables(G) -> dict:
   """{'params', 'buffers'} of `G` as ShapeDtypeStructs (no computation)."""
   z = np.zeros((1, G.z_dim), np.float32)
   c = np.zeros((1, G.c_dim), np.float32)
-  return jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0), z, c, noise_mode='const'))
+  kwargs = {} if isinstance(G, progan.Generator) else {'noise_mode': 'const'}  # ProGAN: no noise
+  shapes = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0), z, c, **kwargs))
+  return {'params': shapes['params'], 'buffers': shapes.get('buffers', {})}
 
 
 def _flat_shapes(tree) -> dict[str, tuple]:
@@ -77,7 +80,8 @@ def check_variables(G, variables) -> None:
 
 
 def export_generator(dest: str | os.PathLike, G_kwargs: dict[str, Any], variables: dict,
-                     model: str = 'stylegan2', source: str = '', overwrite: bool = False) -> str:
+                     model: str = 'stylegan2', source: str = '', overwrite: bool = False,
+                     growth: Optional[dict] = None) -> str:
   """Writes the export directory `dest`; returns its absolute path.
 
   Args:
@@ -87,6 +91,7 @@ def export_generator(dest: str | os.PathLike, G_kwargs: dict[str, Any], variable
     model: the registry name in `gan_jax.models.MODELS`.
     source: free text recorded in generator.json (where the weights came from).
     overwrite: replace an existing export in `dest`.
+    growth: {'stage', 'alpha'} of a progressive generator caught mid-growth (None: full size).
   """
   dest = epath.Path(os.path.abspath(os.fspath(dest)))
   G = build_generator(model, G_kwargs)
@@ -100,11 +105,14 @@ def export_generator(dest: str | os.PathLike, G_kwargs: dict[str, Any], variable
       shutil.rmtree(variables_path)
   dest.mkdir(parents=True, exist_ok=True)
   tree = jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)),
-                                {'params': variables['params'], 'buffers': variables['buffers']})
+                                {'params': variables['params'],
+                                 'buffers': variables.get('buffers', {})})
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(variables_path, tree)
   config = {'format': FORMAT, 'version': VERSION, 'model': model, 'kwargs': dict(G_kwargs),
             'source': source}
+  if growth is not None:
+    config['growth'] = {'stage': int(growth['stage']), 'alpha': float(growth['alpha'])}
   config_path.write_text(json.dumps(config, indent=2) + '\n')
   return os.fspath(dest)
 
@@ -136,8 +144,18 @@ def _read_only_manager(checkpoints: epath.Path) -> ocp.CheckpointManager:
       item_handlers={'state': ocp.PyTreeCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
 
 
-def _data_shapes_from_params(ema_params) -> dict[str, int]:
-  """img_resolution, img_channels and c_dim of a StyleGAN2 G from its parameter shapes."""
+def _data_shapes_from_params(ema_params, z_dim: int) -> dict[str, int]:
+  """img_resolution, img_channels and c_dim of a G from its parameter shapes (StyleGAN2 and
+  StyleGAN: synthesis/b<res> and the mapping's label embedding; ProGAN: b<res> and the input
+  width of b4/dense, z_dim + c_dim)."""
+  if 'synthesis' not in ema_params:  # ProGAN
+    resolutions = sorted(int(m.group(1)) for k in ema_params if (m := re.fullmatch(r'b(\d+)', k)))
+    if not resolutions:
+      raise ValueError('checkpoint has no generator blocks b<res>')
+    res = resolutions[-1]
+    return dict(img_resolution=res,
+                img_channels=int(ema_params[f'b{res}']['torgb']['weight'].shape[-1]),
+                c_dim=int(ema_params['b4']['dense']['weight'].shape[0]) - z_dim)
   synthesis = ema_params['synthesis']
   resolutions = sorted(int(m.group(1)) for k in synthesis if (m := re.fullmatch(r'b(\d+)', k)))
   if not resolutions:
@@ -175,20 +193,38 @@ def restore_workdir(workdir: str | os.PathLike, step: Optional[int] = None):
   finally:
     mngr.close()
   variables = {'params': restored['ema_params'], 'buffers': restored['ema_buffers']}
-  G, _ = models.build(model_config, **_data_shapes_from_params(variables['params']))
+  G, _ = models.build(model_config, **_data_shapes_from_params(variables['params'],
+                                                                model_config.z_dim))
   check_variables(G, variables)
   return G, variables, step
 
 
+def growth_of(workdir: str | os.PathLike, step: int) -> Optional[dict]:
+  """{'stage', 'alpha'} of a progressive run's checkpoint that has not finished growing (the
+  generator then makes stage x stage images, faded in by alpha); None otherwise."""
+  checkpoints = epath.Path(os.path.abspath(os.fspath(workdir))) / 'checkpoints'
+  mngr = ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=('state', 'meta'))
+  try:
+    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'] or {}
+  finally:
+    mngr.close()
+  if 'stage' not in meta:
+    return None
+  return {'stage': int(meta['stage']), 'alpha': float(meta['alpha'])}
+
+
 def export_from_workdir(workdir: str | os.PathLike, dest: str | os.PathLike,
                         step: Optional[int] = None, overwrite: bool = False) -> str:
-  """Exports G_ema of the workdir's latest checkpoint (or of `step`); returns `dest`."""
+  """Exports G_ema of the workdir's latest checkpoint (or of `step`); returns `dest`. A
+  progressive run's export records the stage and alpha it had reached (generator.json
+  'growth')."""
   G, variables, step = restore_workdir(workdir, step)
   model = json.loads((epath.Path(os.path.abspath(os.fspath(workdir))) / 'config.json')
                      .read_text())['model']['name']
   return export_generator(dest, module_kwargs(G), variables, model=model,
                           source=f'G_ema of {os.path.abspath(os.fspath(workdir))} at step {step}',
-                          overwrite=overwrite)
+                          overwrite=overwrite, growth=growth_of(workdir, step))
 
 
 def main(argv=None) -> None:

@@ -7,6 +7,12 @@
   ws = g.mapping(z, psi=0.7)                           # (4, num_ws, w_dim)
   images = g.synthesis(ws)                             # the same images
 
+ProGAN generators (model 'progan') have no mapping network, W space, truncation or noise: `g(z)`
+works (psi must be 1), `g.mapping` / `g.synthesis` refuse with a message. A generator of a
+progressive run that had not finished growing (ProGAN or StyleGAN; the workdir's checkpoint or
+the export records its stage and alpha) makes stage x stage images, faded in by alpha as in
+training, nearest-upsampled to the full resolution.
+
 Images are in the generator's own output range (about [-1, 1] once trained), never clipped; map
 to uint8 with NVIDIA's `x * 127.5 + 128`, clipped. The calls are jitted: psi is traced (changing
 it does not recompile); noise mode and truncation cutoff are static; each new batch size compiles
@@ -21,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from gan_jax.models import progan
 from gan_jax.tools import export
 
 NOISE_MODES = ('const', 'random', 'none')
@@ -35,25 +42,37 @@ class LoadedGenerator:
     kwargs: the constructor arguments; source: where it was loaded from.
   """
 
-  def __init__(self, module, variables: dict, source: str = ''):
+  def __init__(self, module, variables: dict, source: str = '', growth: Optional[dict] = None):
     self.module = module
     self.variables = jax.device_put({'params': variables['params'],
-                                     'buffers': variables['buffers']})
+                                     'buffers': variables.get('buffers', {})})
     self.kwargs = export.module_kwargs(module)
     self.source = source
-    self.z_dim, self.c_dim, self.w_dim = module.z_dim, module.c_dim, module.w_dim
+    self.is_progan = isinstance(module, progan.Generator)
+    self.z_dim, self.c_dim = module.z_dim, module.c_dim
+    self.w_dim = 0 if self.is_progan else module.w_dim
     self.img_resolution, self.img_channels = module.img_resolution, module.img_channels
-    self.num_ws = module.num_ws
+    self.num_ws = 0 if self.is_progan else module.num_ws
+    # A progressive generator caught mid-growth: {'stage', 'alpha'}; None: the full network.
+    self.growth = growth if growth and (growth['stage'] < module.img_resolution or
+                                        growth['alpha'] < 1) else None
+    grow = ({} if self.growth is None else
+            {'stage': int(self.growth['stage']), 'alpha': float(self.growth['alpha'])})
+
+    def upsample(images):
+      return progan.upsample_nearest(images, module.img_resolution // images.shape[1])
 
     def mapping(variables, z, c, psi, truncation_cutoff):
       return module.apply(variables, z, c, truncation_psi=psi,
                           truncation_cutoff=truncation_cutoff, method='map')
 
     def synthesis(variables, ws, rng, noise_mode):
-      return module.apply(variables, ws, noise_mode=noise_mode, rngs={'noise': rng},
-                          method='synthesize')
+      return upsample(module.apply(variables, ws, noise_mode=noise_mode, rngs={'noise': rng},
+                                   method='synthesize', **grow))
 
     def generate(variables, z, c, psi, rng, truncation_cutoff, noise_mode):
+      if self.is_progan:  # no mapping, truncation or noise
+        return upsample(module.apply({'params': variables['params']}, z, c, **grow))
       return synthesis(variables, mapping(variables, z, c, psi, truncation_cutoff), rng,
                        noise_mode)
 
@@ -90,6 +109,11 @@ class LoadedGenerator:
       raise ValueError(f'c must be ({n}, {self.c_dim}), got {c.shape}')
     return c.astype(np.float32)
 
+  def _need_w_space(self, what: str) -> None:
+    if self.is_progan:
+      raise ValueError(f'{what}: a ProGAN generator has no mapping network or W space (no '
+                       'styles, truncation, projection or W interpolation); call g(z) instead')
+
   @staticmethod
   def _rng(rng) -> jax.Array:
     if rng is None:
@@ -116,6 +140,9 @@ class LoadedGenerator:
       rng: PRNG key or int seed for noise='random' (None: key 0); the same rng, the same noise.
     """
     z = self._z(z)
+    if self.is_progan and (psi != 1 or truncation_cutoff is not None):
+      raise ValueError('a ProGAN generator has no truncation trick: use psi=1 (--trunc 1) and no '
+                       'truncation cutoff')
     images = self._generate(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
                             self._rng(rng), truncation_cutoff=truncation_cutoff,
                             noise_mode=self._noise(noise))
@@ -124,12 +151,14 @@ class LoadedGenerator:
   def mapping(self, z, c=None, psi: float = 1.0,
               truncation_cutoff: Optional[int] = None) -> np.ndarray:
     """ws (N, num_ws, w_dim) for z and c, truncated by psi."""
+    self._need_w_space('mapping')
     z = self._z(z)
     return np.asarray(self._mapping(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
                                     truncation_cutoff=truncation_cutoff), np.float32)
 
   def synthesis(self, ws, noise: str = 'const', rng=None) -> np.ndarray:
     """Images (N, H, W, C) float32 for ws (N, num_ws, w_dim)."""
+    self._need_w_space('synthesis')
     ws = np.asarray(ws, np.float32)
     if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
       raise ValueError(f'ws must be (N, {self.num_ws}, {self.w_dim}), got {ws.shape}')
@@ -139,6 +168,7 @@ class LoadedGenerator:
   @property
   def w_avg(self) -> np.ndarray:
     """The tracked average w (w_dim,): what psi=0 maps every z to."""
+    self._need_w_space('w_avg')
     return np.asarray(self.variables['buffers']['mapping']['w_avg'])
 
 
@@ -167,8 +197,8 @@ def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> Loade
   if not path.exists():
     raise FileNotFoundError(f'{path} does not exist')
   if path.is_dir() and export.is_export(path):
-    G, variables, _ = export.read_export(path)
-    return LoadedGenerator(G, variables, source=os.fspath(path))
+    G, variables, config = export.read_export(path)
+    return LoadedGenerator(G, variables, source=os.fspath(path), growth=config.get('growth'))
   if path.is_dir():
     workdir, dir_step = _workdir_and_step(path)
     if workdir is None:
@@ -177,7 +207,8 @@ def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> Loade
     if step is not None and dir_step is not None and step != dir_step:
       raise ValueError(f'{path} is step {dir_step}, but step={step} was asked for')
     G, variables, step = export.restore_workdir(workdir, step if dir_step is None else dir_step)
-    return LoadedGenerator(G, variables, source=f'{workdir} step {step}')
+    return LoadedGenerator(G, variables, source=f'{workdir} step {step}',
+                           growth=export.growth_of(workdir, step))
   from gan_jax.tools import convert_nvlabs  # pylint: disable=g-import-not-at-top
   if path.suffix.lower() not in convert_nvlabs.SUFFIXES:
     raise ValueError(f'{path}: not an export, a workdir, or NVIDIA weights '

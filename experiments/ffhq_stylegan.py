@@ -1,0 +1,104 @@
+"""StyleGAN (Karras et al. 2019) on FFHQ 1024x1024, trained with progressive growing as in the
+paper (its official config for 8 GPUs).
+
+  python -m gan_jax.main --config experiments/ffhq_stylegan.py --workdir gs://bucket/sg1024
+  python -m gan_jax.main --config experiments/ffhq_stylegan.py:fmnist --workdir runs/sg_fmnist
+  python -m gan_jax.main --config experiments/ffhq_stylegan.py:tiny --workdir /tmp/sg_tiny
+  python -m gan_jax.main --config experiments/ffhq_stylegan.py --workdir DIR \
+      --config.progressive.enabled=False      # the same network at a fixed 1024x1024
+
+Growing from 8x8 (the official lod_initial_resolution), 600 kimg fade-in and 600 kimg at alpha 1
+per resolution; global minibatch 256 at 8x8, 128 at 16, 64 at 32, 32 from 64 on (the official
+8-GPU minibatch_dict); 8-layer mapping network (lr x 0.01), style mixing with probability 0.9,
+non-saturating logistic loss with R1 (gamma 10) in every D step, Adam lr 0.001 betas (0, 0.99),
+G_ema half-life 10 kimg, 25000 kimg. Not modelled: the official per-resolution learning rates
+(0.0015 at 128, 0.002 at 256, 0.003 at 512 and 1024); the lr stays 0.001. Sample with
+truncation psi 0.7 on the first 8 ws (`--trunc 0.7 --trunc-cutoff 8` of gan_jax.generate).
+
+FFHQ is not downloaded at run time (the README's FFHQ section prepares it). `:fmnist` is the
+recipe at 32x32 on Fashion-MNIST for two CPU cores; `:tiny` runs the code path in a minute.
+"""
+
+from gan_jax import config_base
+
+
+def get_config(variant: str = ''):
+  config = config_base.get_base_config()
+  config.data.name = 'ffhq/1024'
+  config.data.xflip = True
+  config.model.name = 'stylegan'
+  config.model.z_dim = config.model.w_dim = 512
+  config.model.mapping_layers = 8
+  config.model.channel_base = 16384  # the official fmap_base 8192: 512 up to 32x32, 16 at 1024
+  config.model.channel_max = 512
+  config.model.conv_clamp = 0
+  config.model.mbstd_group_size = 4
+  config.progressive.enabled = True
+  config.progressive.start_resolution = 8
+  config.progressive.fade_kimg = 600.0
+  config.progressive.stabilize_kimg = 600.0
+  config.progressive.batch_sizes = '8:256,16:128,32:64'
+  config.progressive.default_batch_size = 32
+  config.progressive.reset_optimizer = True
+  config.train.batch_size = 32  # not used by the progressive loop (progressive.*batch*)
+  config.train.kimg = 25000.0
+  config.train.loss = 'nonsaturating'
+  config.train.r1_gamma = 10.0
+  config.train.r1_interval = 1  # R1 in every D step (no lazy regularisation in StyleGAN)
+  config.train.pl_weight = 0.0
+  config.train.style_mixing_prob = 0.9
+  config.train.g_lr = config.train.d_lr = 0.001
+  config.train.adam_b1, config.train.adam_b2, config.train.adam_eps = 0.0, 0.99, 1e-8
+  config.train.ema_kimg = 10.0
+  config.checkpoint.every_steps = 2000
+  config.log.every_steps = 125
+  config.log.image_every_steps = 1250
+  config.log.grid_rows, config.log.grid_cols = 4, 8
+  if variant == 'fmnist':
+    apply_fmnist(config)
+  elif variant == 'tiny':
+    apply_tiny(config)
+  elif variant:
+    raise ValueError(f'Unknown variant {variant!r} of ffhq_stylegan.py (known: fmnist, tiny).')
+  return config
+
+
+def apply_fmnist(config):
+  """The recipe at 32x32 on Fashion-MNIST for two CPU cores: 8 -> 32, 4 kimg per fade-in and
+  per stabilisation, 24 kimg in all (32x32 from 20 kimg on)."""
+  config.data.name = 'fashion_mnist_local'
+  config.data.xflip = False
+  config.model.z_dim = config.model.w_dim = 64
+  config.model.mapping_layers = 4
+  config.model.channel_base = 512  # 32 channels at 8..16, 16 at 32
+  config.model.channel_max = 32
+  config.progressive.fade_kimg = 4.0
+  config.progressive.stabilize_kimg = 4.0
+  config.progressive.batch_sizes = ''
+  config.progressive.default_batch_size = 16
+  config.train.kimg = 24.0
+  config.train.r1_gamma = 1.0  # small images: a small gamma (NVIDIA's CIFAR runs use 0.01-1)
+  config.train.ema_kimg = 1.0
+  config.checkpoint.every_steps = 500
+  config.log.every_steps = 50
+  config.log.image_every_steps = 250
+  config.log.grid_rows, config.log.grid_cols = 8, 8
+  return config
+
+
+def apply_tiny(config):
+  """A minute on a CPU: a tiny network through the three stages of 8 -> 32 (12 steps)."""
+  apply_fmnist(config)
+  config.model.z_dim = config.model.w_dim = 16
+  config.model.mapping_layers = 2
+  config.model.channel_base = 128
+  config.model.channel_max = 8
+  config.progressive.fade_kimg = 0.016
+  config.progressive.stabilize_kimg = 0.016
+  config.progressive.default_batch_size = 8
+  config.train.kimg = 0.096  # 12 steps, the last 4 at 32x32
+  config.checkpoint.every_steps = 6
+  config.log.every_steps = 4
+  config.log.image_every_steps = 6
+  config.log.grid_rows, config.log.grid_cols = 2, 4
+  return config

@@ -1,0 +1,290 @@
+"""Progressive training: the step (one compile per stage, traced alpha, plain Adam, EMA in images),
+StyleGAN's growing step, config validation, the loop end to end with a resume in the middle of a
+fade-in (bit-identical to the uninterrupted run), and generate/export of a ProGAN run."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gan_jax import config_base
+from gan_jax import config_check
+from gan_jax import models
+from gan_jax import progressive
+from gan_jax import progressive_step
+from gan_jax import sharding
+from gan_jax import state as state_lib
+from gan_jax import train
+from gan_jax import train_progressive
+from gan_jax.models import progan
+from gan_jax.models import stylegan
+from tests.fake_data import write_fake_fashion_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+LR = 0.001
+N = 8  # batch
+
+
+def _copy(tree):
+  return [np.array(x, copy=True) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def _setup(G, D, step_cfg):
+  """(jitted step, fresh state) on one device, as the loop builds them."""
+  mesh = sharding.make_mesh(config_base.get_base_config().mesh, jax.devices()[:1])
+  rep, bshard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  g_tx = d_tx = optax.adam(LR, b1=0.0, b2=0.99, eps=1e-8)
+  sshard = sharding.state_sharding(mesh, state_lib.abstract(G, D, g_tx, d_tx, 0),
+                                   config_base.get_base_config().mesh.fsdp_min_size)
+  state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, 0, k), out_shardings=sshard)(
+      jax.random.PRNGKey(0))
+  step = progressive_step.jit_progressive_step(
+      progressive_step.make_progressive_step(G, D, g_tx, d_tx, step_cfg, bshard), sshard, bshard,
+      rep)
+  return step, state
+
+
+def _batch(stage, seed=0):
+  rs = np.random.RandomState(seed)
+  return {'image': rs.uniform(-1, 1, (N, stage, stage, 1)).astype(np.float32),
+          'label': np.zeros((N,), np.int32)}
+
+
+@pytest.fixture(scope='module')
+def progan_run():
+  """Three ProGAN steps of the end-to-end test's networks (16 -> 32; the same executables, so
+  the session's compilation cache serves the loop): stage 16, then 32 at alpha 0.25 and 0.75."""
+  config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
+  assert (config.train.g_lr, config.train.adam_b1, config.train.adam_b2) == (LR, 0.0, 0.99)
+  G, D = models.build(config.model, 32, 1, 0)
+  step, state = _setup(G, D, progressive_step.ProgressiveStepConfig.from_config(config.train, 0))
+  before = {'g': _copy(state.g_params), 'd': _copy(state.d_params), 'names': [
+      jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.g_params)[0]]}
+  state, m0 = step(state, _batch(16), np.float32(1.0), np.int32(0), 16)
+  after0 = {'g': _copy(state.g_params), 'ema': _copy(state.ema_params)}
+  metrics = [m0]
+  for i, alpha in enumerate((0.25, 0.75)):
+    state, m = step(state, _batch(32, i + 1), np.float32(alpha), np.int32(N * (i + 1)), 32)
+    metrics.append(m)
+  return dict(step=step, state=state, before=before, after0=after0,
+              metrics=jax.device_get(metrics))
+
+
+def test_one_compile_per_stage_with_a_traced_alpha(progan_run):
+  assert progan_run['step']._cache_size() == 2  # stages 16, 32; alpha moved without recompiling
+  alphas = [float(m['progress/alpha']) for m in progan_run['metrics']]
+  assert alphas == [1.0, 0.25, 0.75]
+  for m in progan_run['metrics']:
+    assert int(m['nonfinite']) == 0 and float(m['loss/D_gp_penalty']) > 0
+  assert int(progan_run['state'].step) == 3
+
+
+def test_first_step_is_plain_adam_and_leaves_the_unused_blocks_alone(progan_run):
+  """Adam with b1 = 0 moves every weight with a gradient by lr * |g| / (|g| + eps) ~ lr in its first
+  step (no lazy-regularisation factor); at stage 16 the 32x32 block gets no gradient and stays."""
+  before, after = progan_run['before'], progan_run['after0']
+  moved = []
+  for name, a, b in zip(before['names'], before['g'], after['g']):
+    delta = np.abs(b - a)
+    if name.startswith("['b32']"):
+      np.testing.assert_array_equal(delta, 0, err_msg=name)
+    else:
+      moved.append(delta[delta > 0])
+  moved = np.concatenate(moved)
+  assert moved.size > 100
+  # Exactly lr where |grad| >> eps (the few below are weights whose gradient is ~1e-7).
+  assert np.all(moved <= LR * 1.002) and np.mean(np.abs(moved / LR - 1) < 2e-3) > 0.99
+
+
+def test_ema_half_life_is_counted_in_images(progan_run):
+  """G_ema after the first step = G_1 + (G_0 - G_1) * 0.5 ** (batch / (ema_kimg * 1000))."""
+  beta = 0.5 ** (N / 1000.0)  # ema_kimg 1
+  np.testing.assert_allclose(progan_run['metrics'][0]['ema_beta'], beta, rtol=1e-6)
+  for g0, g1, e1 in zip(progan_run['before']['g'], progan_run['after0']['g'],
+                        progan_run['after0']['ema']):
+    np.testing.assert_allclose(e1, g1 + (g0 - g1) * beta, rtol=1e-5, atol=1e-7)
+  cfg = progressive_step.ProgressiveStepConfig(c_dim=0, ema_kimg=10.0, ema_rampup=0.05)
+  # Ramp-up: the half-life is at most 5% of the 1000 images shown: 50 images.
+  np.testing.assert_allclose(progressive_step.ema_beta(16, jnp.int32(1000), cfg), 0.5 ** (16 / 50),
+                             rtol=1e-6)
+
+
+def test_stylegan_grows_with_mixing_r1_and_w_avg():
+  G = stylegan.Generator(img_resolution=8, img_channels=1, z_dim=8, w_dim=8, mapping_layers=2,
+                         channel_base=64, channel_max=8)
+  D = stylegan.Discriminator(img_resolution=8, img_channels=1, channel_base=64, channel_max=8)
+  step, state = _setup(G, D, progressive_step.ProgressiveStepConfig(
+      c_dim=0, loss='nonsaturating', r1_gamma=10.0, style_mixing_prob=0.9, ema_kimg=0.02))
+  w_avg0 = np.array(state.g_buffers['mapping']['w_avg'], copy=True)
+  state, m = step(state, _batch(8), np.float32(0.5), np.int32(N), 8)
+  assert float(m['loss/D_r1_penalty']) > 0 and int(m['nonfinite']) == 0
+  w_avg = np.asarray(state.g_buffers['mapping']['w_avg'])
+  assert not np.array_equal(w_avg, w_avg0)  # tracked in the G pass
+  np.testing.assert_array_equal(np.asarray(state.ema_buffers['mapping']['w_avg']), w_avg)
+  assert progressive_step.ws_in_use(4) == 2 and progressive_step.ws_in_use(8) == 4
+
+
+def test_box_downsample_matches_a_loop_and_the_model():
+  x = np.random.RandomState(0).randn(2, 8, 8, 3).astype(np.float32)
+  got = progressive_step.box_downsample(x, 2)
+  want = np.array([[[x[n, 4 * i:4 * i + 4, 4 * j:4 * j + 4].astype(np.float64).mean(axis=(0, 1))
+                     for j in range(2)] for i in range(2)] for n in range(2)])
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got, progan.downsample_avg(jnp.asarray(x), 4), rtol=1e-6, atol=1e-6)
+  assert progressive_step.box_downsample(x, 8) is x
+  with pytest.raises(ValueError, match='cannot box-filter'):
+    progressive_step.box_downsample(x, 3)
+
+
+def test_batch_sizes_parse_and_bad_ones_are_refused():
+  assert progressive.parse_batch_sizes('256:14, 512:6,1024:3') == {256: 14, 512: 6, 1024: 3}
+  assert progressive.parse_batch_sizes('') == {}
+  for bad in ('256-14', '100:4', '8:0', '8:4,8:8'):
+    with pytest.raises(ValueError, match='bad batch size|power of two'):
+      progressive.parse_batch_sizes(bad)
+  assert progressive.stages(32, 4) == [4, 8, 16, 32]
+
+
+def test_schedule_replay_sums_the_batches():
+  config = config_base.load(str(REPO / 'experiments/celebahq_progan.py'))
+  schedule = train_progressive.Schedule(config.progressive, 1024)
+  nimg = 0
+  for _ in range(50):
+    nimg += schedule(nimg)[2]
+  assert schedule.replay(50) == nimg == 800  # 16 per step at 4x4
+  assert schedule(9_600_000)[:2] == (1024, 1.0) and schedule(9_600_000)[2] == 3
+  assert schedule(9_300_000)[:2] == (1024, 0.5)
+  assert schedule(9_000_000)[:2] == (512, 1.0)  # the exact start of a fade: the stage below
+
+
+@pytest.mark.parametrize('overrides, match', [
+    ({'progressive.default_batch_size': 12}, 'batch 12 at resolution the others must be '
+     'divisible by the 8 devices'),
+    ({'progressive.batch_sizes': '256:14'}, 'batch 14 at resolution 256 must be divisible by the '
+     '8 devices.*mesh.data'),
+    ({'progressive.enabled': False}, "'progan' trains only with config.progressive.enabled"),
+    ({'train.pl_weight': 2.0}, 'no path-length term'),
+    ({'progressive.fade_kimg': 0.0, 'progressive.stabilize_kimg': 0.0}, 'not both 0'),
+    ({'progressive.start_resolution': 6}, 'power of two'),
+    ({'train.loss': 'hinge'}, "'nonsaturating' or 'wgan_gp'"),
+    ({'evals.metrics': 'fid2k'}, 'network grows'),
+])
+def test_config_check_refuses_bad_progressive_values(overrides, match):
+  config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':fmnist', overrides)
+  with pytest.raises(config_check.ConfigError, match=match):
+    config_check.validate(config, 8)
+
+
+def test_experiment_configs_validate():
+  for spec, devices in (('celebahq_progan.py', 1), ('celebahq_progan.py:fmnist', 8),
+                        ('celebahq_progan.py:tiny', 8), ('ffhq_stylegan.py', 8),
+                        ('ffhq_stylegan.py:fmnist', 8), ('ffhq_stylegan.py:tiny', 8)):
+    config_check.validate(config_base.load(str(REPO / 'experiments' / spec)), devices)
+  with pytest.raises(config_check.ConfigError, match='wgan_gp.*progressive.enabled=True'):
+    config_check.validate(config_base.load(str(REPO / 'experiments/fashion_mnist.py'),
+                                           {'train.loss': 'wgan_gp'}), 8)
+  paper = config_base.load(str(REPO / 'experiments/celebahq_progan.py'))
+  assert paper.data.name == 'celeb_a_hq/1024' and paper.train.wgan_drift == 0.001
+  with pytest.raises(config_check.ConfigError, match='batch 14 at resolution 256'):
+    config_check.validate(paper, 8)
+
+
+def test_build_passes_each_model_only_its_arguments():
+  config = config_base.load(str(REPO / 'experiments/celebahq_progan.py'))
+  G, D = models.build(config.model, 1024, 3, 0)
+  assert isinstance(G, progan.Generator) and G.channel_base == 16384 and G.z_dim == 512
+  assert D.mbstd_group_size is None  # 0: the whole minibatch
+  config = config_base.load(str(REPO / 'experiments/ffhq_stylegan.py'))
+  G, D = models.build(config.model, 1024, 3, 0)
+  assert isinstance(G, stylegan.Generator) and G.mapping_layers == 8 and D.mbstd_group_size == 4
+
+
+# --------------------------------------------------------------------------------------------
+# The loop end to end: 16 -> 32 on fake Fashion-MNIST, 8 images per step; the 32x32 blocks fade
+# in over steps 3-6 (alpha 0.25, 0.5, 0.75, then 1 at step 6); 8 steps in all.
+
+
+def _loop_config(root, **overrides):
+  base = {'data.source_dir': str(root / 'src'), 'data.data_dir': str(root / 'tfds'),
+          'progressive.start_resolution': 16, 'progressive.fade_kimg': 0.032,
+          'progressive.stabilize_kimg': 0.016, 'train.kimg': 0.064,
+          'checkpoint.every_steps': 5, 'log.image_every_steps': 4}
+  base.update(overrides)
+  return config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny', base)
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+@pytest.fixture(scope='module')
+def loop_runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp('progressive')
+  write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
+  dev = jax.devices()[:1]
+  full = train.train_and_evaluate(_loop_config(root), str(root / 'full'), devices=dev)
+  # Interrupted after step 5 (a checkpoint step, alpha 0.5), then the same command again.
+  train.train_and_evaluate(_loop_config(root, **{'train.max_steps': 5}), str(root / 'split'),
+                           devices=dev)
+  resumed = train.train_and_evaluate(_loop_config(root), str(root / 'split'), devices=dev)
+  return dict(root=root, full=full, resumed=resumed)
+
+
+def _meta(workdir, step):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  mngr = ocp.CheckpointManager(Path(workdir) / 'checkpoints',
+                               options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=('state', 'meta'))
+  return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+
+def test_resumed_mid_fade_equals_uninterrupted(loop_runs):
+  full, resumed = loop_runs['full'], loop_runs['resumed']
+  assert int(full.step) == int(resumed.step) == 8
+  for a, b in zip(_leaves(full), _leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  meta = _meta(loop_runs['root'] / 'split', 5)
+  assert meta['nimg'] == 40 and meta['stage'] == 32 and meta['alpha'] == pytest.approx(0.5)
+  assert meta['batch'] == 8 and meta['kimg'] == pytest.approx(0.04)
+  assert _meta(loop_runs['root'] / 'full', 8)['alpha'] == 1.0
+
+
+def test_loop_writes_grids_at_the_full_size(loop_runs):
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  workdir = loop_runs['root'] / 'full'
+  names = sorted(p.name for p in workdir.glob('samples_*.png'))
+  assert names == ['samples_0000000.png', 'samples_0000004.png', 'samples_0000008.png']
+  grid = np.asarray(Image.open(workdir / 'samples_0000000.png'))
+  assert grid.shape == (2 * 32, 4 * 32)
+  tile = grid[:32, :32].astype(int)  # stage 16 upsampled: 2x2 blocks of one value
+  np.testing.assert_array_equal(tile[0::2, 0::2], tile[1::2, 1::2])
+
+
+def test_generate_and_export_a_progan_run(loop_runs, tmp_path):
+  import gan_jax  # pylint: disable=g-import-not-at-top
+  from gan_jax.tools import export, generate  # pylint: disable=g-import-not-at-top
+  workdir = loop_runs['root'] / 'full'
+  g = gan_jax.load_generator(workdir)
+  assert g.growth is None and g.img_resolution == 32 and g.w_dim == 0
+  z = np.random.RandomState(0).randn(1, g.z_dim)
+  images = g(z)
+  assert images.shape == (1, 32, 32, 1) and np.all(np.isfinite(images))
+  ema = loop_runs['full'].ema_params
+  want = progan.Generator(**export.module_kwargs(g.module)).apply({'params': ema},
+                                                                  jnp.asarray(z, jnp.float32))
+  np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='no mapping network'):
+    g.mapping(z)
+  with pytest.raises(ValueError, match='no truncation'):
+    g(z, psi=0.7)
+  # Step 5 of the interrupted run is mid-fade: 32x32 at alpha 0.5.
+  mid = gan_jax.load_generator(loop_runs['root'] / 'split' / 'checkpoints' / '5')
+  assert mid.growth == {'stage': 32, 'alpha': 0.5}
+  dest = export.export_from_workdir(workdir, tmp_path / 'export')
+  np.testing.assert_array_equal(gan_jax.load_generator(dest)(z), images)
+  written = generate.main(['--workdir', str(workdir), '--seeds', '0-1', '--outdir',
+                           str(tmp_path / 'out')])
+  assert [Path(p).name for p in written] == ['seed0000.png', 'seed0001.png']
