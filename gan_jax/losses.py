@@ -27,6 +27,15 @@ def r1_penalty(d_fn: Callable[[jax.Array], jax.Array], reals: jax.Array) -> jax.
   return jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim)))
 
 
+def logits_and_r1(d_fn: Callable[[jax.Array], jax.Array], reals: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+  """(D's logits on the reals, per-example R1 penalty) from one forward pass: `r1_penalty`
+  without a second evaluation of D when the logits are needed too."""
+  logits, vjp = jax.vjp(d_fn, reals)
+  (grads,) = vjp(jnp.ones_like(logits))
+  return logits, jnp.sum(jnp.square(grads), axis=tuple(range(1, grads.ndim)))
+
+
 def path_lengths(synth_fn: Callable[[jax.Array], jax.Array], ws: jax.Array,
                  noise_key: jax.Array) -> jax.Array:
   """Path lengths |J_w^T y| for random image-space directions y (StyleGAN2, Sec. 3.2).

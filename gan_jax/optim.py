@@ -3,15 +3,16 @@
 When a regulariser runs as its own optimizer step every `interval` minibatches, the optimizer takes
 interval + 1 steps per interval instead of interval. To keep the effective schedule that of a step
 per minibatch, the learning rate is multiplied and the Adam betas raised to the power
-c = interval / (interval + 1).
+c = interval / (interval + 1). Interval 1 is not lazy: the regulariser is part of the main update
+(train_step fuses the two phases), so c = 1.
 """
 
 import optax
 
 
 def lazy_ratio(interval: int, weight: float) -> float:
-  """c = interval / (interval + 1) when the regulariser is on, else 1."""
-  if interval <= 0 or weight <= 0:
+  """c = interval / (interval + 1) for a lazy regulariser (interval >= 2), else 1."""
+  if interval <= 1 or weight <= 0:
     return 1.0
   return interval / (interval + 1)
 

@@ -3,7 +3,9 @@
 One call processes one minibatch of reals. As in NVIDIA's StyleGAN2(-ADA), each phase is its own
 optimizer step on the shared optimizer state, in the order G main, G path length (when due),
 D main, D R1 (when due); the regularisers use the lazy adjustment of `optim.py`. Whether a
-regulariser is due is a static flag, so there are at most four compiled variants.
+regulariser is due is a static flag, so there are at most four compiled variants. A regulariser
+with interval 1 is not lazy: it joins its main phase in one update (NVIDIA's 'Gboth'/'Dboth'),
+and R1 then comes from the same forward pass on the reals as D's logistic loss.
 
 With augmentation on (config.augment.pipe), every image D sees is augmented with probability
 state.ada_p — fakes in G main and D main, reals in D main and D R1 (R1 is the gradient with
@@ -132,35 +134,44 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     c = _fake_labels(next(keys), labels, cfg.c_dim)
     k_mix, k_noise, k_aug_g = next(keys), next(keys), next(aug_keys)
 
-    def g_main_loss(g_params):
-      ws, buffers = map_ws(g_params, state.g_buffers, z, c, k_mix, update_w_avg=True)
-      fakes = augment(synth(g_params, buffers, ws, k_noise), k_aug_g, state.ada_p)
-      fake_logits = d_logits(state.d_params, fakes, c)
-      return losses.g_nonsaturating(fake_logits), (buffers, fake_logits)
-
-    (g_loss, (g_buffers, _)), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(
-        state.g_params)
-    updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    metrics['loss/G'] = g_loss
-
-    # --- G path-length regularisation (lazy).
-    pl_mean = state.pl_mean
+    fuse_pl = do_pl and cfg.pl_interval == 1
     if do_pl:
       n_pl = max(n // cfg.pl_batch_shrink, 1)
       z_pl = shard(jax.random.normal(next(keys), (n_pl, z_dim)))
       c_pl = _fake_labels(next(keys), labels, cfg.c_dim)[:n_pl]
-      k_mix, k_noise, k_y = next(keys), next(keys), next(keys)
+      k_pl_mix, k_pl_noise, k_y = next(keys), next(keys), next(keys)
 
-      def pl_loss(g_params):
-        ws, _ = map_ws(g_params, g_buffers, z_pl, c_pl, k_mix, update_w_avg=False)
-        lengths = losses.path_lengths(lambda w: synth(g_params, g_buffers, w, k_noise), ws, k_y)
-        penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, cfg.pl_decay)
-        return jnp.mean(penalty) * cfg.pl_weight * cfg.pl_interval, (penalty, new_mean)
+    def pl_loss(g_params, g_buffers):
+      ws, _ = map_ws(g_params, g_buffers, z_pl, c_pl, k_pl_mix, update_w_avg=False)
+      lengths = losses.path_lengths(lambda w: synth(g_params, g_buffers, w, k_pl_noise), ws, k_y)
+      penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, cfg.pl_decay)
+      return jnp.mean(penalty) * cfg.pl_weight * cfg.pl_interval, (penalty, new_mean)
 
-      (_, (penalty, pl_mean)), grads = jax.value_and_grad(pl_loss, has_aux=True)(g_params)
+    def g_main_loss(g_params):
+      ws, buffers = map_ws(g_params, state.g_buffers, z, c, k_mix, update_w_avg=True)
+      fakes = augment(synth(g_params, buffers, ws, k_noise), k_aug_g, state.ada_p)
+      fake_logits = d_logits(state.d_params, fakes, c)
+      loss = losses.g_nonsaturating(fake_logits)
+      pl_aux = None
+      if fuse_pl:  # pl_interval 1: one G update for both terms (NVIDIA's 'Gboth')
+        pl_term, pl_aux = pl_loss(g_params, state.g_buffers)
+        loss, pl_aux = loss + pl_term, (loss, pl_aux)
+      return loss, (buffers, fake_logits, pl_aux)
+
+    (g_loss, (g_buffers, _, pl_aux)), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(
+        state.g_params)
+    updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    pl_mean = state.pl_mean
+    if fuse_pl:
+      g_loss, (penalty, pl_mean) = pl_aux
+    elif do_pl:  # G path-length regularisation, lazy: its own update
+      (_, (penalty, pl_mean)), grads = jax.value_and_grad(pl_loss, has_aux=True)(
+          g_params, g_buffers)
       updates, g_opt = g_tx.update(grads, g_opt, g_params)
       g_params = optax.apply_updates(g_params, updates)
+    metrics['loss/G'] = g_loss
+    if do_pl:
       metrics['loss/G_pl_penalty'] = jnp.mean(penalty)
       metrics['pl_mean'] = pl_mean
 
@@ -172,12 +183,24 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     fakes_aug = augment(fakes, next(aug_keys), state.ada_p)
     reals_aug = augment(reals, next(aug_keys), state.ada_p)
 
+    fuse_r1 = do_r1 and cfg.r1_interval == 1
+    k_aug_r1 = next(aug_keys)
+
+    def r1_term(penalty):
+      return jnp.mean(penalty) * (cfg.r1_gamma / 2) * cfg.r1_interval
+
     def d_main_loss(d_params):
       fake_logits = d_logits(d_params, fakes_aug, c)
+      if fuse_r1:  # r1_interval 1: logistic loss and R1 from one forward on the reals
+        real_fn = lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real)
+        real_logits, penalty = losses.logits_and_r1(real_fn, reals)
+        loss = losses.d_logistic(real_logits, fake_logits)
+        return loss + r1_term(penalty), (loss, real_logits, fake_logits, penalty)
       real_logits = d_logits(d_params, reals_aug, c_real)
-      return losses.d_logistic(real_logits, fake_logits), (real_logits, fake_logits)
+      loss = losses.d_logistic(real_logits, fake_logits)
+      return loss, (loss, real_logits, fake_logits, None)
 
-    (d_loss, (real_logits, fake_logits)), d_grads = jax.value_and_grad(
+    (_, (d_loss, real_logits, fake_logits, penalty)), d_grads = jax.value_and_grad(
         d_main_loss, has_aux=True)(state.d_params)
     updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
     d_params = optax.apply_updates(state.d_params, updates)
@@ -196,18 +219,18 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
       metrics['aug/p'] = ada_p
       metrics['aug/rt'] = r_t
 
-    # --- D R1 regularisation (lazy) on the reals.
-    if do_r1:
-      k_aug_r1 = next(aug_keys)
+    # --- D R1 regularisation, lazy: its own update on the reals.
+    if do_r1 and not fuse_r1:
 
       def r1_loss(d_params):
         penalty = losses.r1_penalty(
             lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real), reals)
-        return jnp.mean(penalty) * (cfg.r1_gamma / 2) * cfg.r1_interval, penalty
+        return r1_term(penalty), penalty
 
       (_, penalty), grads = jax.value_and_grad(r1_loss, has_aux=True)(d_params)
       updates, d_opt = d_tx.update(grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, updates)
+    if do_r1:
       metrics['loss/D_r1_penalty'] = jnp.mean(penalty)
 
     # --- EMA of G: weights decay toward G, buffers (w_avg, noise_const) are copied.

@@ -34,6 +34,10 @@ def test_r1_penalty_of_a_quadratic_discriminator():
   d_fn = lambda imgs: jnp.sum(a * imgs ** 2, axis=(1, 2, 3))
   expected = np.sum(4 * a.astype(np.float64) ** 2 * x.astype(np.float64) ** 2, axis=(1, 2, 3))
   np.testing.assert_allclose(losses.r1_penalty(d_fn, jnp.asarray(x)), expected, rtol=1e-5)
+  # The fused form returns the logits of the same forward pass too.
+  logits, penalty = losses.logits_and_r1(d_fn, jnp.asarray(x))
+  np.testing.assert_allclose(penalty, expected, rtol=1e-5)
+  np.testing.assert_allclose(logits, np.sum(a * x ** 2, axis=(1, 2, 3)), rtol=1e-5)
 
 
 def test_r1_penalty_of_a_linear_discriminator_is_the_weight_norm():

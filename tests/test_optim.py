@@ -23,6 +23,7 @@ def _numpy_adam(grads, lr, b1, b2, eps):
 
 
 @pytest.mark.parametrize('interval,weight,c', [(16, 10.0, 16 / 17), (4, 2.0, 4 / 5), (0, 2.0, 1.0),
+                                               (1, 10.0, 1.0),  # interval 1: fused, not lazy
                                                (4, 0.0, 1.0)])
 def test_lazy_ratio(interval, weight, c):
   assert optim.lazy_ratio(interval, weight) == pytest.approx(c)
