@@ -169,7 +169,9 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
           data, data_key = open_data(nimg, batch_size), (stage, batch_size)
         phase = phase_of(stage, alpha)
         if config.progressive.reset_optimizer and last_phase not in (None, phase):
+          t0 = time.time()
           state = reset_fn(state)
+          tick_start += time.time() - t0  # compiles once: not training time
           logging.info('Step %d: stage %dx%d alpha %.4f: %s; Adam states reset.', step, stage,
                        stage, alpha, 'fade-in starts' if not phase[1] else 'fade-in done')
         local = next(data)
@@ -239,7 +241,9 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
                        sum(compiled.values()))
           tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
         if step % config.log.image_every_steps == 0 or finished:
+          t0 = time.time()
           write_grid(state, step, stage, alpha)
+          tick_start += time.time() - t0  # compiles once per stage: not training time
         if due_save:
           save(state, step, nimg, stage, alpha, batch_size)
         if stopping:
