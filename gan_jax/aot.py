@@ -223,6 +223,10 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
   mesh = sharding.make_mesh(config.mesh, devices)
   config_check.validate(config, mesh.size)
   config_check.validate_resolution(info.resolution)
+  if config.get('progressive') is not None and config.progressive.enabled:
+    raise config_check.ConfigError(
+        'config.progressive.enabled=True: gan_jax.aot compiles the StyleGAN2 step only, not the '
+        'progressive one (gan_jax/progressive_step.py); check a fixed-resolution config instead')
   G, D, c_dim = train.build(config, info)
   g_tx, d_tx = optim.make_optimizers(config.train)
   abstract, _, batch_shard, step_cfg, step_fn = train.sharded_step(config, mesh, G, D, g_tx, d_tx,

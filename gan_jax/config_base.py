@@ -29,7 +29,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Mixed precision: the num_bf16_res highest resolutions of G and D compute in bfloat16 (params,
   # optimizer and the RGB skip image stay float32); NVIDIA uses 4 (float16) with conv_clamp 256.
   config.model.num_bf16_res = 0
-  config.model.mbstd_group_size = 4
+  config.model.mbstd_group_size = 4  # 0: the whole minibatch (the ProGAN paper's)
   config.model.mbstd_num_channels = 1
   config.model.conditional = False  # use the dataset's labels (class count comes from the dataset)
 

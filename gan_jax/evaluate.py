@@ -29,6 +29,7 @@ import ml_collections
 from gan_jax import sharding
 from gan_jax.metrics import evaluator as evaluator_lib
 from gan_jax.metrics import registry
+from gan_jax.models import progan
 from gan_jax.tools import export
 
 
@@ -75,6 +76,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     raise ValueError(f'--max_images must be >= 0, got {args.max_images}')
   G, variables, step = export.restore_workdir(args.workdir, args.step)
   logging.info('G_ema of %s at step %d', args.workdir, step)
+  growth = export.growth_of(args.workdir, step)
+  if growth is not None and (growth['stage'] < G.img_resolution or growth['alpha'] < 1):
+    raise ValueError(f'step {step} of this progressive run had not finished growing (stage '
+                     f'{growth["stage"]}, alpha {growth["alpha"]:.3f}): metrics compare images at '
+                     f'the full {G.img_resolution}x{G.img_resolution}; evaluate a later step')
+  if isinstance(G, progan.Generator) and any(s.family == 'ppl' for s in specs):
+    raise ValueError('ppl metrics walk the W space; a ProGAN generator has none (fid, kid and pr '
+                     'work)')
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1}))
   evaluator = evaluator_lib.Evaluator(
       data_config(args.workdir, args.data_dir), mesh, batch_size=args.batch_size,

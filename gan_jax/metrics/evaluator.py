@@ -28,6 +28,7 @@ from gan_jax.metrics import inception
 from gan_jax.metrics import ppl as ppl_lib
 from gan_jax.metrics import precision_recall
 from gan_jax.metrics import registry
+from gan_jax.models import progan
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -104,8 +105,10 @@ class Evaluator:
     rep = sharding.replicated(self.mesh)
     bshard = self.extractor.batch_sharding
 
+    noise = {} if isinstance(G, progan.Generator) else {'noise_mode': 'random'}  # ProGAN: none
+
     def generate(variables, z, c, rng):
-      return to_uint8(G.apply(variables, z, c, noise_mode='random', rngs={'noise': rng}))
+      return to_uint8(G.apply(variables, z, c, rngs={'noise': rng}, **noise))
 
     generate = jax.jit(generate, in_shardings=(rep, bshard, bshard, rep), out_shardings=bshard)
     variables = jax.device_put(variables, rep)
