@@ -53,7 +53,8 @@ def setup():
     step = train_step.make_train_step(G, D, sgd, sgd, cfg)
     return jax.jit(step, static_argnums=(2, 3))(state, batch, do_r1, do_pl)
 
-  return G, D, state, batch, run
+  plain = run(_step_cfg(0.0, 0, 0.0, 0), False, False)  # no regulariser: the shared baseline
+  return G, D, state, batch, run, plain
 
 
 def _delta(new, old):
@@ -61,9 +62,8 @@ def _delta(new, old):
 
 
 def test_fused_r1_is_one_update_at_the_same_parameters(setup):
-  G, D, state, batch, run = setup
+  G, D, state, batch, run, (plain, plain_metrics) = setup
   gamma = 3.0
-  plain, plain_metrics = run(_step_cfg(0.0, 0, 0.0, 0), False, False)
   fused, metrics = run(_step_cfg(gamma, 1, 0.0, 0), True, False)
 
   def r1_loss(d_params):  # independent: r1_penalty evaluates D again, at the old parameters
@@ -85,9 +85,8 @@ def test_fused_r1_is_one_update_at_the_same_parameters(setup):
 
 
 def test_fused_path_length_adds_its_gradient(setup):
-  G, _, state, _, run = setup
+  G, _, state, _, run, (plain, m_plain) = setup
   weight = 2.0
-  plain, m_plain = run(_step_cfg(0.0, 0, 0.0, 0), False, False)
   fused, m = run(_step_cfg(0.0, 0, weight, 1), False, True)
   np.testing.assert_allclose(m['loss/G'], m_plain['loss/G'], rtol=1e-6)  # the main term alone
 
