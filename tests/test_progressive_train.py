@@ -299,3 +299,32 @@ def test_evaluate_refuses_a_run_caught_mid_growth_and_ppl_for_progan(loop_runs, 
   with pytest.raises(SystemExit):
     evaluate.main(['--workdir', str(full), '--metrics', 'ppl2_wend'])
   assert 'a ProGAN generator has none' in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_step_on_1_and_8_devices_agree():
+  config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
+  G, D = models.build(config.model, 32, 1, 0)
+  g_tx, d_tx = progressive_step.make_optimizers(config.train)
+  step_cfg = progressive_step.ProgressiveStepConfig.from_config(config.train, 0)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(config.mesh, devices)
+    rep, bshard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    sshard = sharding.state_sharding(mesh, state_lib.abstract(G, D, g_tx, d_tx, 0))
+    state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, 0, k), out_shardings=sshard)(
+        jax.random.PRNGKey(0))
+    step = progressive_step.jit_progressive_step(
+        progressive_step.make_progressive_step(G, D, g_tx, d_tx, step_cfg, bshard), sshard,
+        bshard, rep)
+    metrics = []
+    for i, (stage, alpha) in enumerate(((16, 1.0), (32, 0.5))):
+      state, m = step(state, _batch(stage, i), np.float32(alpha), np.int32(N * i), stage)
+      metrics.append(m)
+    results.append((_leaves(state), jax.device_get(metrics)))
+  (s1, m1), (s8, m8) = results
+  for a, b in zip(m1, m8):
+    for k in a:
+      np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
+  for a, b in zip(s1, s8):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
