@@ -5,9 +5,9 @@ Before every step the loop reads the schedule at the images shown so far
 (`progressive.schedule(nimg / 1000, ...)` -> stage resolution, fade-in alpha, batch size), so
   * the step is compiled once per stage (stage static, alpha a traced float32); every new
     compilation is logged, with the count of stages compiled so far;
-  * the input pipeline is reopened whenever the batch size or the stage changes; the batch of a
-    step is the sampler's batch number nimg // batch, a pure function of (seed, nimg, batch), and
-    the reals are box-filtered to the stage resolution on the host;
+  * the input pipeline is reopened whenever the batch size changes; the batch of a step is the
+    sampler's batch number nimg // batch, a pure function of (seed, nimg, batch), and the reals
+    are box-filtered to the stage resolution on the host;
   * both Adam states are reset when a fade-in starts and when it ends
     (config.progressive.reset_optimizer, the official reset_opt_for_new_lod).
 
@@ -113,13 +113,12 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
   total_nimg = int(round(config.train.kimg * 1000))
   max_steps = config.train.max_steps
   stage_list = progressive.stages(info.resolution, config.progressive.start_resolution)
+  stage, alpha, batch_size = schedule(nimg)
   logging.info('Progressive growing %s, resolutions %s; start from %s (step %d, kimg %.3f, '
-               'stage %s). G %d params, D %d params, %d devices.',
+               'stage %dx%d, alpha %.4f, batch %d). G %d params, D %d params, %d devices.',
                config.model.name, '->'.join(map(str, stage_list)), source, step, nimg / 1000,
-               '%dx%d alpha %.4f batch %d' % (schedule(nimg)[0], schedule(nimg)[0],
-                                              *schedule(nimg)[1:]),
-               state_lib.param_count(state.g_params), state_lib.param_count(state.d_params),
-               mesh.size)
+               stage, stage, alpha, batch_size, state_lib.param_count(state.g_params),
+               state_lib.param_count(state.d_params), mesh.size)
 
   sample = make_sample_fn(G, info.resolution, mesh)
   grid_z, grid_c = train_lib.grid_latents(config, G, c_dim)
@@ -146,8 +145,7 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
   def done(step, nimg):
     return nimg >= total_nimg or (max_steps > 0 and step >= max_steps)
 
-  stage, alpha, batch_size = schedule(nimg)
-  data, data_key = None, None
+  data = None
   compiled = {}  # stage -> seconds its compile took
   rollbacks = 0
   tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
@@ -163,10 +161,10 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
         write_grid(state, 0, stage, alpha)
       while not done(step, nimg):
         stage, alpha, batch_size = schedule(nimg)
-        if data_key != (stage, batch_size):
+        if data is None or data.local_batch_size * jax.process_count() != batch_size:
           if data is not None:
             data.close()
-          data, data_key = open_data(nimg, batch_size), (stage, batch_size)
+          data = open_data(nimg, batch_size)
         phase = phase_of(stage, alpha)
         if config.progressive.reset_optimizer and last_phase not in (None, phase):
           t0 = time.time()
@@ -216,7 +214,7 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
             step = int(jax.device_get(state.step))
             nimg, last_phase = _position(meta, step, schedule)
             data.close()
-            data, data_key = None, None
+            data = None
             logging.warning('%s Rolled back to the checkpoint of step %d (rollback %d of at most '
                             '%d).', error, last, rollbacks, config.train.max_rollbacks)
             tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
