@@ -14,7 +14,8 @@ Minibatch std over the whole minibatch, as the paper describes it (mbstd_group_s
 
 The data is TFDS's celeb_a_hq/1024 (the README says how to build it; a missing dataset stops
 the run with the recipe). `:fmnist` is the same recipe at 32x32 on Fashion-MNIST, sized for two
-CPU cores (about ten minutes); `:tiny` runs the code path in a minute.
+CPU cores (12 min measured on two busy cores); `:tiny` runs the code path in about two minutes
+(mostly compiling the step once per stage).
 """
 
 from gan_jax import config_base
@@ -86,7 +87,7 @@ def apply_fmnist(config):
 
 
 def apply_tiny(config):
-  """A minute on a CPU: a tiny network through all four stages of 4 -> 32 (16 steps)."""
+  """Minutes on a CPU: a tiny network through all four stages of 4 -> 32 (16 steps)."""
   apply_fmnist(config)
   config.model.z_dim = 16
   config.model.channel_base = 128

@@ -16,7 +16,8 @@ G_ema half-life 10 kimg, 25000 kimg. Not modelled: the official per-resolution l
 truncation psi 0.7 on the first 8 ws (`--trunc 0.7 --trunc-cutoff 8` of gan_jax.generate).
 
 FFHQ is not downloaded at run time (the README's FFHQ section prepares it). `:fmnist` is the
-recipe at 32x32 on Fashion-MNIST for two CPU cores; `:tiny` runs the code path in a minute.
+recipe at 32x32 on Fashion-MNIST for two CPU cores (15 min measured on two busy cores); `:tiny`
+runs the code path in a few minutes (mostly compiling the step once per stage).
 """
 
 from gan_jax import config_base
@@ -87,7 +88,7 @@ def apply_fmnist(config):
 
 
 def apply_tiny(config):
-  """A minute on a CPU: a tiny network through the three stages of 8 -> 32 (12 steps)."""
+  """Minutes on a CPU: a tiny network through the three stages of 8 -> 32 (12 steps)."""
   apply_fmnist(config)
   config.model.z_dim = config.model.w_dim = 16
   config.model.mapping_layers = 2

@@ -220,23 +220,8 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
             tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
             continue
         if at_tick:
-          scalars = train_lib._average(tick_metrics)  # pylint: disable=protected-access
-          elapsed = time.time() - tick_start
-          shown = nimg - tick_nimg
-          sec_per_kimg = elapsed / (shown / 1000)
-          eta = sec_per_kimg * max(total_nimg - nimg, 0) / 1000
-          scalars.update({'timing/sec_per_kimg': sec_per_kimg, 'timing/img_per_sec': shown / elapsed,
-                          'progress/kimg': nimg / 1000, 'progress/stage': stage,
-                          'progress/alpha': alpha, 'progress/batch': batch_size,
-                          'timing/compiled_stages': len(compiled),
-                          'timing/compile_sec': sum(compiled.values())})
-          writer.write_scalars(step, scalars)
-          logging.info('step %d  kimg %.2f  stage %dx%d  alpha %.3f  batch %d  sec/kimg %.2f  '
-                       'img/s %.1f  ETA %s  G %.3f  D %.3f  (compiled %d stages in %.0fs)', step,
-                       nimg / 1000, stage, stage, alpha, batch_size, sec_per_kimg,
-                       shown / elapsed, train_lib._fmt_time(eta),  # pylint: disable=protected-access
-                       scalars['loss/G'], scalars['loss/D'], len(compiled),
-                       sum(compiled.values()))
+          _log_tick(writer, tick_metrics, time.time() - tick_start, step, nimg, nimg - tick_nimg,
+                    total_nimg, (stage, alpha, batch_size), compiled)
           tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
         if step % config.log.image_every_steps == 0 or finished:
           t0 = time.time()
@@ -258,6 +243,25 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
   checkpointing.finish(ckpt)
   writer.flush()
   return state
+
+
+def _log_tick(writer, tick_metrics, elapsed: float, step: int, nimg: int, shown: int,
+              total_nimg: int, where: tuple[int, float, int], compiled: dict) -> None:
+  """One progress line and the tick's scalars (means over the tick, then timing and progress)."""
+  stage, alpha, batch = where
+  scalars = train_lib._average(tick_metrics)  # pylint: disable=protected-access
+  sec_per_kimg = elapsed / (shown / 1000)
+  eta = sec_per_kimg * max(total_nimg - nimg, 0) / 1000
+  scalars.update({'timing/sec_per_kimg': sec_per_kimg, 'timing/img_per_sec': shown / elapsed,
+                  'progress/kimg': nimg / 1000, 'progress/stage': stage, 'progress/alpha': alpha,
+                  'progress/batch': batch, 'timing/compiled_stages': len(compiled),
+                  'timing/compile_sec': sum(compiled.values())})
+  writer.write_scalars(step, scalars)
+  logging.info('step %d  kimg %.2f  stage %dx%d  alpha %.3f  batch %d  sec/kimg %.2f  img/s %.1f  '
+               'ETA %s  G %.3f  D %.3f  (compiled %d stages in %.0fs)', step, nimg / 1000, stage,
+               stage, alpha, batch, sec_per_kimg, shown / elapsed,
+               train_lib._fmt_time(eta),  # pylint: disable=protected-access
+               scalars['loss/G'], scalars['loss/D'], len(compiled), sum(compiled.values()))
 
 
 def _position(meta: dict, step: int, schedule: Schedule) -> tuple[int, Optional[tuple]]:

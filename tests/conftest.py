@@ -24,8 +24,9 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # workers in collection order, so the light files fill the end of the run instead of one long file
 # running alone.
 _HEAVY_FIRST = ('test_multiprocess.py', 'test_kill_resume.py', 'test_fsdp.py', 'test_metrics.py',
-                'test_train.py', 'test_projector.py', 'test_guard.py', 'test_main.py',
-                'test_augment.py', 'test_aot.py', 'test_tools_figures.py', 'test_tools.py')
+                'test_train.py', 'test_progressive_train.py', 'test_projector.py', 'test_guard.py',
+                'test_main.py', 'test_augment.py', 'test_aot.py', 'test_tools_figures.py',
+                'test_tools.py')
 
 
 def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
