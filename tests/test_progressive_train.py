@@ -32,14 +32,14 @@ def _copy(tree):
   return [np.array(x, copy=True) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
 
 
-def _setup(G, D, step_cfg):
+def _setup(G, D, step_cfg, c_dim=0):
   """(jitted step, fresh state) on one device, as the loop builds them."""
   mesh = sharding.make_mesh(config_base.get_base_config().mesh, jax.devices()[:1])
   rep, bshard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   g_tx = d_tx = optax.adam(LR, b1=0.0, b2=0.99, eps=1e-8)
-  sshard = sharding.state_sharding(mesh, state_lib.abstract(G, D, g_tx, d_tx, 0),
+  sshard = sharding.state_sharding(mesh, state_lib.abstract(G, D, g_tx, d_tx, c_dim),
                                    config_base.get_base_config().mesh.fsdp_min_size)
-  state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, 0, k), out_shardings=sshard)(
+  state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k), out_shardings=sshard)(
       jax.random.PRNGKey(0))
   step = progressive_step.jit_progressive_step(
       progressive_step.make_progressive_step(G, D, g_tx, d_tx, step_cfg, bshard), sshard, bshard,
@@ -47,10 +47,10 @@ def _setup(G, D, step_cfg):
   return step, state
 
 
-def _batch(stage, seed=0):
+def _batch(stage, seed=0, classes=1):
   rs = np.random.RandomState(seed)
   return {'image': rs.uniform(-1, 1, (N, stage, stage, 1)).astype(np.float32),
-          'label': np.zeros((N,), np.int32)}
+          'label': (np.arange(N) % classes).astype(np.int32)}
 
 
 @pytest.fixture(scope='module')
@@ -112,14 +112,15 @@ def test_ema_half_life_is_counted_in_images(progan_run):
                              rtol=1e-6)
 
 
-def test_stylegan_grows_with_mixing_r1_and_w_avg():
-  G = stylegan.Generator(img_resolution=8, img_channels=1, z_dim=8, w_dim=8, mapping_layers=2,
-                         channel_base=64, channel_max=8)
-  D = stylegan.Discriminator(img_resolution=8, img_channels=1, channel_base=64, channel_max=8)
+def test_conditional_stylegan_grows_with_mixing_r1_and_w_avg():
+  kw = dict(img_resolution=8, img_channels=1, c_dim=3, channel_base=64, channel_max=8)
+  G = stylegan.Generator(z_dim=8, w_dim=8, mapping_layers=2, **kw)
+  D = stylegan.Discriminator(**kw)
   step, state = _setup(G, D, progressive_step.ProgressiveStepConfig(
-      c_dim=0, loss='nonsaturating', r1_gamma=10.0, style_mixing_prob=0.9, ema_kimg=0.02))
+      c_dim=3, loss='nonsaturating', r1_gamma=10.0, style_mixing_prob=0.9, ema_kimg=0.02),
+                       c_dim=3)
   w_avg0 = np.array(state.g_buffers['mapping']['w_avg'], copy=True)
-  state, m = step(state, _batch(8), np.float32(0.5), np.int32(N), 8)
+  state, m = step(state, _batch(8, classes=3), np.float32(0.5), np.int32(N), 8)
   assert float(m['loss/D_r1_penalty']) > 0 and int(m['nonfinite']) == 0
   w_avg = np.asarray(state.g_buffers['mapping']['w_avg'])
   assert not np.array_equal(w_avg, w_avg0)  # tracked in the G pass
@@ -148,6 +149,18 @@ def test_batch_sizes_parse_and_bad_ones_are_refused():
   assert progressive.stages(32, 4) == [4, 8, 16, 32]
 
 
+def test_position_comes_from_the_checkpoint_meta_or_a_replay():
+  config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
+  schedule = train_progressive.Schedule(config.progressive, 32)
+  assert train_progressive._position({}, 0, schedule) == (0, None)
+  meta = {'nimg': 40, 'stage': 16, 'alpha': 0.5}
+  assert train_progressive._position(meta, 5, schedule) == (40, (16, False))
+  # Without the meta: 5 steps of 8 images; the 5th (32 images shown) was at stage 8, alpha 1.
+  assert schedule(32)[:2] == (8, 1.0) and schedule(24)[:2] == (8, 0.5)
+  assert train_progressive._position({}, 5, schedule) == (40, (8, True))
+  assert train_progressive._position({}, 4, schedule) == (32, (8, False))
+
+
 def test_schedule_replay_sums_the_batches():
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py'))
   schedule = train_progressive.Schedule(config.progressive, 1024)
@@ -171,6 +184,9 @@ def test_schedule_replay_sums_the_batches():
     ({'progressive.start_resolution': 6}, 'power of two'),
     ({'train.loss': 'hinge'}, "'nonsaturating' or 'wgan_gp'"),
     ({'evals.metrics': 'fid2k'}, 'network grows'),
+    ({'progressive.batch_sizes': '32:24', 'model.mbstd_group_size': 16},
+     'dividing the batch 24 at resolution 32'),
+    ({'progressive.batch_sizes': '32:x'}, 'RES:BATCH pairs'),
 ])
 def test_config_check_refuses_bad_progressive_values(overrides, match):
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':fmnist', overrides)
