@@ -344,3 +344,29 @@ def test_step_on_1_and_8_devices_agree():
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
   for a, b in zip(s1, s8):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_nonfinite_rolls_back_to_the_last_checkpoint(loop_runs, monkeypatch):
+  from gan_jax import guard  # pylint: disable=g-import-not-at-top
+  real_check, calls = guard.check_finite, []
+
+  def check(step_metrics):  # a NaN reported at the end of the run (step 7), once
+    calls.append([s for s, _ in step_metrics])
+    if len(calls) == 1 and step_metrics and step_metrics[-1][0] == 7:
+      raise guard.NonFiniteError('Non-finite loss at step 7 (injected).')
+    real_check(step_metrics)
+
+  monkeypatch.setattr(train_progressive.guard, 'check_finite', check)
+  root = loop_runs['root']
+  config = _loop_config(root, **{'train.nonfinite_action': 'rollback'})
+  # Resume the interrupted run's copy at its step-5 checkpoint: steps 5-7, NaN, back to 5, 5-7.
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = root / 'rollback'
+  shutil.copytree(root / 'split', workdir)
+  shutil.rmtree(workdir / 'checkpoints' / '8')
+  state = train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
+  assert int(state.step) == 8 and calls[0] == [5, 6, 7]
+  assert _meta(workdir, 8)['nimg'] == 64
+  # New draws after the rollback: not the uninterrupted run's weights.
+  assert any(not np.array_equal(a, b) for a, b in zip(_leaves(state.g_params),
+                                                      _leaves(loop_runs['full'].g_params)))
