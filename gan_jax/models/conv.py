@@ -14,9 +14,13 @@ bench/README.md). So on the CPU backend `conv2d` carries its own gradient (`jax.
   and path length differentiate through gradients).
 
 Other backends use `jax.lax.conv_general_dilated` and XLA's own gradients. Both compute the same
-linear maps; tests compare values, gradients and second derivatives with XLA's.
+linear maps; tests compare values, gradients and second derivatives with XLA's. The choice is made
+at trace time from the default backend, or from `target_platform` (gan_jax.aot traces for TPU on
+a CPU host).
 """
 
+import contextlib
+import contextvars
 import functools
 
 import jax
@@ -24,6 +28,18 @@ import jax.numpy as jnp
 
 Array = jax.Array
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
+_TARGET_PLATFORM = contextvars.ContextVar('gan_jax_conv_target_platform', default=None)
+
+
+@contextlib.contextmanager
+def target_platform(platform: str):
+  """Within this context, convolutions are traced for `platform` ('cpu', 'gpu', 'tpu') rather
+  than for the default backend."""
+  token = _TARGET_PLATFORM.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET_PLATFORM.reset(token)
 
 
 def _xla_conv(x: Array, w: Array, stride: int, padding) -> Array:
@@ -38,7 +54,8 @@ def conv2d(x: Array, w: Array, stride: int = 1, padding=((0, 0), (0, 0))) -> Arr
   kh, kw = w.shape[:2]
   # The custom gradient needs padding < kernel size (true of every layer here); else XLA's own.
   fits = all(0 <= p < k for pair, k in zip(padding, (kh, kw)) for p in pair)
-  if jax.default_backend() != 'cpu' or not fits:
+  platform = _TARGET_PLATFORM.get() or jax.default_backend()
+  if platform != 'cpu' or not fits:
     return _xla_conv(x, w, stride, padding)
   return _conv_cpu(x, w, int(stride), padding)
 
