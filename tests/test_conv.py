@@ -77,6 +77,18 @@ def test_weight_grad_against_numpy():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_weight_grad_in_chunks_against_numpy():
+  # 2 x 64 x 64 = 8192 rows: contracted in 8 chunks.
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((2, 64, 64, 2)).astype(np.float32)
+  g = rng.standard_normal((2, 64, 64, 3)).astype(np.float32)
+  xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  want = np.stack([np.einsum('nhwi,nhwo->io', xp[:, ty:ty + 64, tx:tx + 64], g)
+                   for ty in range(3) for tx in range(3)]).reshape(3, 3, 2, 3)
+  got = conv.weight_grad(jnp.asarray(x), jnp.asarray(g), (3, 3, 2, 3), 1, ((1, 1), (1, 1)))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+
+
 def test_bfloat16_keeps_dtypes():
   x, w = inputs(3)
   xb = x.astype(jnp.bfloat16)
