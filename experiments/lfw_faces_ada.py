@@ -19,7 +19,7 @@ def get_config(variant: str = ''):
   config = config_base.load(base + (f':{variant}' if variant else ''))
   config.augment.pipe = 'bgc'
   config.augment.target = 0.6
-  # NVIDIA's ada_kimg=500 suits runs of thousands of kimg; this run is 20 kimg, so p may go from
+  # NVIDIA's ada_kimg=500 suits runs of thousands of kimg; this run is 50 kimg, so p may go from
   # 0 to 1 in 10 kimg.
   config.augment.ada_kimg = 10.0
   if variant == 'tiny':
