@@ -32,24 +32,25 @@ def inputs(k, seed=0, size=7):
 
 def test_cpu_path_has_its_own_gradient():
   x, w = inputs(3)
-  jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv2d(x, w, 1, ((1, 1), (1, 1))))(x, w))
-  assert 'custom_vjp' in jaxpr
+  ours = lambda x, w: conv.conv2d(x, w, 1, ((1, 1), (1, 1)), min_macs=0)
+  assert 'custom_vjp' in str(jax.make_jaxpr(ours)(x, w))
   with conv.target_platform('tpu'):  # as gan_jax.aot traces: XLA's own gradients
-    jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv2d(x, w, 1, ((1, 1), (1, 1))))(x, w))
-  assert 'custom_vjp' not in jaxpr
+    again = lambda x, w: conv.conv2d(x, w, 1, ((1, 1), (1, 1)), min_macs=0)  # a fresh trace
+    assert 'custom_vjp' not in str(jax.make_jaxpr(again)(x, w))
 
 
 @pytest.mark.parametrize('k,stride,padding', CASES)
 def test_value_and_gradients_match_xla(k, stride, padding):
   x, w = inputs(k)
-  np.testing.assert_allclose(conv.conv2d(x, w, stride, padding), xla_conv(x, w, stride, padding),
+  ours = lambda x, w, stride, padding: conv.conv2d(x, w, stride, padding, min_macs=0)
+  np.testing.assert_allclose(ours(x, w, stride, padding), xla_conv(x, w, stride, padding),
                              rtol=1e-5, atol=1e-5)
 
   def loss(f):  # a non-linear read-out so every output pixel gets its own cotangent
     return lambda x, w: jnp.sum(jnp.tanh(f(x, w, stride, padding)) * jnp.arange(4.0))
 
   want = jax.grad(loss(xla_conv), (0, 1))(x, w)
-  got = jax.grad(loss(conv.conv2d), (0, 1))(x, w)
+  got = jax.grad(loss(ours), (0, 1))(x, w)
   for g, e in zip(got, want):
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
 
@@ -58,7 +59,7 @@ def test_value_and_gradients_match_xla(k, stride, padding):
     return lambda x, w: jnp.sum(jnp.square(jax.grad(loss(f))(x, w)))
 
   want = jax.grad(r1(xla_conv), (0, 1))(x, w)
-  got = jax.grad(r1(conv.conv2d), (0, 1))(x, w)
+  got = jax.grad(r1(ours), (0, 1))(x, w)
   for g, e in zip(got, want):
     np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-3 * float(jnp.max(jnp.abs(e))))
 
@@ -94,15 +95,22 @@ def test_bfloat16_keeps_dtypes():
   xb = x.astype(jnp.bfloat16)
   y = conv.conv2d(xb, w, 1, ((1, 1), (1, 1)))
   assert y.dtype == jnp.bfloat16
-  gx, gw = jax.grad(lambda x, w: jnp.sum(conv.conv2d(x, w, 1, ((1, 1), (1, 1))).astype(
-      jnp.float32)), (0, 1))(xb, w)
+  ours = lambda x, w: conv.conv2d(x, w, 1, ((1, 1), (1, 1)), min_macs=0)
+  gx, gw = jax.grad(lambda x, w: jnp.sum(ours(x, w).astype(jnp.float32)), (0, 1))(xb, w)
   assert gx.dtype == jnp.bfloat16 and gw.dtype == jnp.float32
   want = jax.grad(lambda w: jnp.sum(xla_conv(x, w, 1, ((1, 1), (1, 1)))))(w)
   np.testing.assert_allclose(gw, want, rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(want))))
+
+
+def test_small_convs_keep_xla_gradients():
+  x, w = inputs(3)  # 2 * 7 * 7 * 3 * 4 * 9 multiply-adds
+  jaxpr = str(jax.make_jaxpr(lambda x, w: conv.conv2d(x, w, 1, ((1, 1), (1, 1))))(x, w))
+  assert 'custom_vjp' not in jaxpr
 
 
 def test_conv_transpose_matches_xla():
   x, w = inputs(3, size=5)
   want = jax.lax.conv_transpose(x, w[::-1, ::-1], (2, 2), 'VALID',
                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  np.testing.assert_allclose(conv.conv_transpose2d(x, w, 2), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(conv.conv_transpose2d(x, w, 2, min_macs=0), want, rtol=1e-5,
+                             atol=1e-5)
