@@ -7,8 +7,11 @@ from non-finite weights and the last good one is kept.
 
 from typing import Sequence
 
+from absl import logging
 import jax
 import numpy as np
+
+from gan_jax import checkpointing
 
 
 class NonFiniteError(FloatingPointError):
@@ -28,3 +31,19 @@ def check_finite(step_metrics: Sequence[tuple[int, dict]]) -> None:
           f'Non-finite loss or weights at step {step} ({losses}). Nothing was saved from this '
           'state: the last checkpoint in the workdir is intact. Lower the learning rates or '
           'raise train.r1_gamma, then rerun the same command to resume from that checkpoint.')
+
+
+def rollback(error: NonFiniteError, ckpt, abstract, train_config, rollbacks: int):
+  """After `check_finite` raised: (state, meta) of the last checkpoint with fresh random draws
+  (so the same latents do not lead to the same blow-up), for train.nonfinite_action='rollback'
+  within train.max_rollbacks; otherwise re-raises `error`. `rollbacks` counts this one."""
+  ckpt.wait_until_finished()
+  last = ckpt.latest_step()
+  if (train_config.nonfinite_action != 'rollback' or last is None or
+      rollbacks > train_config.max_rollbacks):
+    raise error
+  state, meta = checkpointing.restore_step(ckpt, last, abstract)
+  state = state.replace(rng=jax.random.fold_in(state.rng, rollbacks))
+  logging.warning('%s Rolled back to the checkpoint of step %d (rollback %d of at most %d).',
+                  error, last, rollbacks, train_config.max_rollbacks)
+  return state, meta

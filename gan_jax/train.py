@@ -174,17 +174,8 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
       guard.check_finite(unchecked)
       return None
     except guard.NonFiniteError as error:
-      ckpt.wait_until_finished()
-      last = ckpt.latest_step()
-      if (config.train.nonfinite_action != 'rollback' or last is None or
-          rollbacks >= config.train.max_rollbacks):
-        raise
       rollbacks += 1
-      good, _ = checkpointing.restore_step(ckpt, last, abstract)
-      # New random draws from here on, so the same latents do not lead to the same blow-up.
-      good = good.replace(rng=jax.random.fold_in(good.rng, rollbacks))
-      logging.warning('%s Rolled back to the checkpoint of step %d (rollback %d of at most %d).',
-                      error, last, rollbacks, config.train.max_rollbacks)
+      good, _ = guard.rollback(error, ckpt, abstract, config.train, rollbacks)
       return good
 
   data = open_data(step)

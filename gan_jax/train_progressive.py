@@ -203,20 +203,12 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
             unchecked = []
           except guard.NonFiniteError as error:
             unchecked = []
-            ckpt.wait_until_finished()
-            last = ckpt.latest_step()
-            if (config.train.nonfinite_action != 'rollback' or last is None or
-                rollbacks >= config.train.max_rollbacks):
-              raise
             rollbacks += 1
-            state, meta = checkpointing.restore_step(ckpt, last, abstract)
-            state = state.replace(rng=jax.random.fold_in(state.rng, rollbacks))
+            state, meta = guard.rollback(error, ckpt, abstract, config.train, rollbacks)
             step = int(jax.device_get(state.step))
             nimg, last_phase = _position(meta, step, schedule)
             data.close()
             data = None
-            logging.warning('%s Rolled back to the checkpoint of step %d (rollback %d of at most '
-                            '%d).', error, last, rollbacks, config.train.max_rollbacks)
             tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
             continue
         if at_tick:
