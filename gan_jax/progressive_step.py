@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import optax
 
 from gan_jax import losses
+from gan_jax import train_step
 from gan_jax.models import progan
 from gan_jax.models import stylegan
 from gan_jax.state import GANState
-from gan_jax.train_step import _fake_labels
 
 LOSSES = ('nonsaturating', 'wgan_gp')
 
@@ -163,7 +163,7 @@ def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
 
     # --- G: fresh latents against the updated D; StyleGAN's w_avg follows this pass.
     z = shard(jax.random.normal(next(keys), (n, G.z_dim)))
-    c = _fake_labels(next(keys), labels, cfg.c_dim)
+    c = train_step.fake_labels(next(keys), labels, cfg.c_dim)
     k_g = next(keys)
 
     def g_loss_fn(g_params):

@@ -70,7 +70,7 @@ def ema_beta(step: jax.Array, cfg: StepConfig) -> jax.Array:
   return 0.5 ** (cfg.batch_size / jnp.maximum(ema_nimg, 1e-8))
 
 
-def _fake_labels(key, labels, c_dim):
+def fake_labels(key, labels, c_dim):
   """Labels for generated images: the real batch's labels in a random order (the data's prior)."""
   if c_dim == 0:
     return jnp.zeros((labels.shape[0], 0), jnp.float32)
@@ -131,14 +131,14 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
 
     # --- G main: non-saturating loss on fresh fakes; w_avg tracks this phase's ws.
     z = shard(jax.random.normal(next(keys), (n, z_dim)))
-    c = _fake_labels(next(keys), labels, cfg.c_dim)
+    c = fake_labels(next(keys), labels, cfg.c_dim)
     k_mix, k_noise, k_aug_g = next(keys), next(keys), next(aug_keys)
 
     fuse_pl = do_pl and cfg.pl_interval == 1
     if do_pl:
       n_pl = max(n // cfg.pl_batch_shrink, 1)
       z_pl = shard(jax.random.normal(next(keys), (n_pl, z_dim)))
-      c_pl = _fake_labels(next(keys), labels, cfg.c_dim)[:n_pl]
+      c_pl = fake_labels(next(keys), labels, cfg.c_dim)[:n_pl]
       k_pl_mix, k_pl_noise, k_y = next(keys), next(keys), next(keys)
 
     def pl_loss(g_params, g_buffers):
@@ -177,7 +177,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
 
     # --- D main: logistic loss on reals and fakes of the updated G.
     z = shard(jax.random.normal(next(keys), (n, z_dim)))
-    c = _fake_labels(next(keys), labels, cfg.c_dim)
+    c = fake_labels(next(keys), labels, cfg.c_dim)
     ws, _ = map_ws(g_params, g_buffers, z, c, next(keys), update_w_avg=False)
     fakes = jax.lax.stop_gradient(synth(g_params, g_buffers, ws, next(keys)))
     fakes_aug = augment(fakes, next(aug_keys), state.ada_p)
