@@ -19,6 +19,9 @@ from tests.fake_data import write_fake_fashion_mnist
 from tests.test_train import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
+# No lazy regulariser: one train-step variant to trace and compile per run (the regularised
+# variants are tested in tests/test_train.py); shared with tests/test_metrics.py's runs.
+PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
 
 
 def test_check_finite_names_the_first_bad_step():
@@ -48,7 +51,7 @@ def test_nan_halts_before_a_checkpoint_is_written(fake_source, tmp_path, monkeyp
     return batch
 
   monkeypatch.setattr(pipeline.InputPipeline, '__next__', poisoned)
-  config = tiny_config(fake_source, **{'checkpoint.every_steps': 2})
+  config = tiny_config(fake_source, **PLAIN, **{'checkpoint.every_steps': 2})
   workdir = tmp_path / 'run'
   with pytest.raises(guard.NonFiniteError, match='at step 3'):
     train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
@@ -70,8 +73,8 @@ def test_nan_with_rollback_restores_the_last_checkpoint_and_goes_on(fake_source,
     return batch
 
   monkeypatch.setattr(pipeline.InputPipeline, '__next__', poisoned)
-  config = tiny_config(fake_source, **{'checkpoint.every_steps': 2,
-                                       'train.nonfinite_action': 'rollback'})
+  config = tiny_config(fake_source, **PLAIN, **{'checkpoint.every_steps': 2,
+                                                'train.nonfinite_action': 'rollback'})
   state = train.train_and_evaluate(config, str(tmp_path / 'run'), devices=jax.devices()[:1])
   assert poisoned_once == [3] and int(state.step) == 10
   for leaf in jax.tree_util.tree_leaves(jax.device_get(state)):
@@ -110,7 +113,8 @@ def test_sigterm_to_a_real_run_checkpoints_and_exits_0(fake_source, tmp_path):
          '--config.train.kimg=100.0', '--config.checkpoint.every_steps=100000',
          '--config.log.every_steps=1', '--config.log.image_every_steps=100000',
          '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02']
+         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
+         *(f'--config.{k}={v}' for k, v in PLAIN.items())]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
   lines = []

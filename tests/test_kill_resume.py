@@ -70,7 +70,10 @@ def _kill_resume(tmp_path, cycles, steps, every):
                        env=env, capture_output=True, text=True, timeout=1800)
   assert out.returncode == 0, out.stderr[-3000:]
   rng = random.Random()
-  kill_steps = sorted(rng.sample(range(2, steps), cycles))
+  # The first kill comes after step 2 * every has started its save: Orbax finishes the save of step
+  # `every` before it starts the next one, so a checkpoint is on disk to resume from. (Killing before
+  # any checkpoint exists makes the rerun start fresh, which is right but not what this tests.)
+  kill_steps = sorted(rng.sample(range(2 * every + 1, steps), cycles))
   for kill_after in kill_steps:
     rc = _run_until_killed(_command(src, tfds_dir, tmp_path / 'killed', every, steps), env,
                            tmp_path, kill_after)

@@ -44,6 +44,10 @@ def fake_source(tmp_path_factory):
   return root
 
 
+# No lazy regulariser: one train-step variant per run (as tests/test_guard.py's runs).
+PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
+
+
 def tiny_config(fake_source, **overrides):
   # The overrides of tests/test_train.py: the train steps compile once per session.
   base = {'data.source_dir': str(fake_source / 'src'), 'data.data_dir': str(fake_source / 'tfds'),
@@ -315,7 +319,7 @@ def test_fid_of_a_set_against_itself_is_zero_through_inception(fake_source, tmp_
 def tiny_workdir(fake_source, tmp_path_factory):
   """A one-checkpoint run of the tiny config (the train step as in tests/test_train.py)."""
   workdir = tmp_path_factory.mktemp('run') / 'w'
-  config = tiny_config(fake_source, **{'train.max_steps': 2, 'checkpoint.every_steps': 2})
+  config = tiny_config(fake_source, **PLAIN, **{'train.max_steps': 2, 'checkpoint.every_steps': 2})
   train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   return workdir
 
@@ -355,8 +359,9 @@ def test_config_evals_write_metrics_jsonl(fake_source, tmp_path, monkeypatch):
     return self._evaluator  # pylint: disable=protected-access
 
   monkeypatch.setattr(periodic.PeriodicEvals, 'evaluator', cheap_evaluator)
-  config = tiny_config(fake_source, **{'evals.metrics': 'fid2k,kid2k', 'evals.every_kimg': 0.016,
-                                       'evals.max_images': 6, 'train.max_steps': 4})
+  config = tiny_config(fake_source, **PLAIN, **{'evals.metrics': 'fid2k,kid2k',
+                                                'evals.every_kimg': 0.016, 'evals.max_images': 6,
+                                                'train.max_steps': 4})
   workdir = tmp_path / 'run'
   train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]

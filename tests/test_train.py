@@ -39,7 +39,9 @@ def _leaves(tree):
   return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
 
 
-def _run_steps(config, devices, num_steps):
+def _run_steps(config, devices, num_steps, keep_states=False):
+  """Runs `num_steps` steps from a fresh state: (final state, host metrics per step), and with
+  `keep_states` the host copy of the state after every step as a third element."""
   info = pipeline.dataset_info(config.data)
   G, D, c_dim = train.build(config, info)
   g_tx, d_tx = optim.make_optimizers(config.train)
@@ -51,21 +53,29 @@ def _run_steps(config, devices, num_steps):
   cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
   step_fn = train_step_lib.jit_train_step(
       train_step_lib.make_train_step(G, D, g_tx, d_tx, cfg, bshard), sshard, bshard, rep)
-  all_metrics = []
+  all_metrics, states = [], []
   with pipeline.InputPipeline(config.data, config.train.batch_size, config.seed, 0, 1) as data:
     for step in range(num_steps):
       batch = sharding.global_batch(next(data), bshard, config.train.batch_size)
       state, metrics = step_fn(state, batch, *cfg.regularize(step))
       all_metrics.append(metrics)
+      if keep_states:
+        states.append(jax.device_get(state))  # before the next step donates it
+  if keep_states:
+    return state, jax.device_get(all_metrics), states
   return state, jax.device_get(all_metrics)
 
 
-def test_train_step_on_1_and_8_devices_agree(fake_source):
+@pytest.fixture(scope='module')
+def one_device_run(fake_source):
+  """Steps 0 (R1 + path length), 1 (plain), 2 (path length) on one device, every state kept."""
+  return _run_steps(tiny_config(fake_source), jax.devices()[:1], 3, keep_states=True)
+
+
+def test_train_step_on_1_and_8_devices_agree(fake_source, one_device_run):
   assert jax.device_count() == 8, 'conftest.py sets 8 fake CPU devices'
-  config = tiny_config(fake_source)
-  # Steps 0 (R1 + path length), 1 (plain), 2 (path length).
-  s1, m1 = _run_steps(config, jax.devices()[:1], 3)
-  s8, m8 = _run_steps(config, jax.devices(), 3)
+  s1, m1, _ = one_device_run
+  s8, m8 = _run_steps(tiny_config(fake_source), jax.devices(), 3)
   for a, b in zip(m1, m8):
     assert a.keys() == b.keys()
     for k in a:
@@ -76,10 +86,9 @@ def test_train_step_on_1_and_8_devices_agree(fake_source):
   assert 'loss/D_r1_penalty' not in m1[1]
 
 
-def test_train_step_updates_and_ema(fake_source):
-  config = tiny_config(fake_source)  # EMA half-life 20 images: beta = 0.5 ** (8 / 20)
-  s0, _ = _run_steps(config, jax.devices()[:1], 1)
-  s1, m = _run_steps(config, jax.devices()[:1], 2)
+def test_train_step_updates_and_ema(one_device_run):
+  # tiny_config: EMA half-life 20 images, batch 8, so beta = 0.5 ** (8 / 20).
+  _, m, (s0, s1, _) = one_device_run
   beta = 0.5 ** (8 / 20)
   np.testing.assert_allclose(m[1]['ema_beta'], beta, rtol=1e-6)
   # G_ema after step 2 = G_2 + (G_ema_1 - G_2) * beta, leaf by leaf.
