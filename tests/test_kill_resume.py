@@ -24,9 +24,11 @@ def _command(src, tfds_dir, workdir, every, steps):
           f'--config.train.max_steps={steps}', '--config.train.kimg=100.0',
           f'--config.checkpoint.every_steps={every}', '--config.log.every_steps=1',
           '--config.log.image_every_steps=100000',
-          # As tests/test_train.py's runs, so the compiled steps come from the shared cache.
           '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-          '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02']
+          '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
+          # R1 in every D step, path length every other G step: both regularisers, the lazy
+          # schedule and pl_mean cross the kill, with two step variants to trace per run (not 4).
+          '--config.train.r1_interval=1', '--config.train.pl_interval=2']
 
 
 def _final_arrays(workdir):

@@ -44,9 +44,11 @@ def test_main_trains_resumes_and_writes_the_resolved_config(tmp_path):
          str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', 'run', f'--config.data.source_dir={src}',
          f'--config.data.data_dir={tmp_path / "tfds"}', '--config.train.max_steps=2',
          '--config.checkpoint.every_steps=1', '--config.log.every_steps=1',
-         # As tests/test_train.py's runs, so the compiled steps come from the shared cache.
+         # As tests/test_guard.py's runs (no lazy regulariser: one step variant), so the compiled
+         # step comes from the shared cache.
          '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02']
+         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
+         '--config.train.r1_interval=0', '--config.train.pl_interval=0']
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]

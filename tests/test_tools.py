@@ -24,14 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 def workdir(tmp_path_factory):
   """A finished one-step run of experiments/fashion_mnist.py:tiny (32x32 grayscale, z_dim 16).
 
-  The settings match tests/test_train.py, so the session's compilation cache shares the step.
+  The settings match tests/test_guard.py's runs (no lazy regulariser), so the session's
+  compilation cache shares the step.
   """
   root = tmp_path_factory.mktemp('tools')
   write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
   config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', {
       'data.source_dir': str(root / 'src'), 'data.data_dir': str(root / 'tfds'),
       'train.max_steps': 1, 'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0,
-      'train.ema_kimg': 0.02, 'mesh.data': 1})
+      'train.ema_kimg': 0.02, 'mesh.data': 1, 'train.r1_interval': 0, 'train.pl_interval': 0})
   train.train_and_evaluate(config, str(root / 'run'))
   return root / 'run'
 
