@@ -16,12 +16,9 @@ from gan_jax import preemption
 from gan_jax import train
 from gan_jax.data import pipeline
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import tiny_config
+from tests.test_train import PLAIN, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-# No lazy regulariser: one train-step variant to trace and compile per run (the regularised
-# variants are tested in tests/test_train.py); shared with tests/test_metrics.py's runs.
-PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
 
 
 def test_check_finite_names_the_first_bad_step():

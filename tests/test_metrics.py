@@ -32,6 +32,7 @@ from gan_jax.metrics import ppl
 from gan_jax.metrics import precision_recall
 from gan_jax.metrics import registry
 from tests.fake_data import write_fake_fashion_mnist
+from tests.test_train import PLAIN
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DIM = 8
@@ -43,9 +44,6 @@ def fake_source(tmp_path_factory):
   write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
   return root
 
-
-# No lazy regulariser: one train-step variant per run (as tests/test_guard.py's runs).
-PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
 
 
 def tiny_config(fake_source, **overrides):

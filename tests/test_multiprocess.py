@@ -32,11 +32,10 @@ from gan_jax import sharding
 from gan_jax import train
 from gan_jax.data import pipeline
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import tiny_config
+from tests.test_train import PLAIN, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 N = 12  # steps of every run
-PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}  # one step variant: fewer compiles
 TIMEOUT = 1200  # seconds for one two-process run (compiles on a loaded 2-core machine)
 
 

@@ -16,6 +16,7 @@ from gan_jax import train
 from gan_jax.tools import export
 from gan_jax.tools import generate
 from tests.fake_data import write_fake_fashion_mnist
+from tests.test_train import PLAIN
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def workdir(tmp_path_factory):
   config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', {
       'data.source_dir': str(root / 'src'), 'data.data_dir': str(root / 'tfds'),
       'train.max_steps': 1, 'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0,
-      'train.ema_kimg': 0.02, 'mesh.data': 1, 'train.r1_interval': 0, 'train.pl_interval': 0})
+      'train.ema_kimg': 0.02, 'mesh.data': 1, **PLAIN})
   train.train_and_evaluate(config, str(root / 'run'))
   return root / 'run'
 

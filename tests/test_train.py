@@ -26,6 +26,11 @@ def fake_source(tmp_path_factory):
   return root
 
 
+# No lazy regulariser: one train-step variant to trace and compile per run. For the tests of the
+# loop, tools and processes; the regularised variants are tested here.
+PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
+
+
 def tiny_config(fake_source, **overrides):
   # Every test shares these settings, so the single-device train steps compile once per session
   # (tests/conftest.py keeps a persistent compilation cache).
