@@ -93,6 +93,21 @@ def _average(metrics_list: Sequence[dict]) -> dict:
   return out
 
 
+def tick_report(tick_metrics: Sequence[dict], elapsed: float, images_done: int, kimg: float,
+                kimg_left: float) -> tuple[dict, str]:
+  """A tick's scalars (means over the tick, then timing and progress) and its progress text
+  (`kimg  sec/kimg  img/s  ETA  G  D`); both training loops add their own fields."""
+  scalars = _average(tick_metrics)
+  sec_per_kimg = elapsed / (images_done / 1000)
+  img_per_sec = images_done / elapsed
+  scalars.update({'timing/sec_per_kimg': sec_per_kimg, 'timing/img_per_sec': img_per_sec,
+                  'progress/kimg': kimg})
+  text = (f'kimg {kimg:.2f}  sec/kimg {sec_per_kimg:.2f}  img/s {img_per_sec:.1f}  '
+          f'ETA {_fmt_time(sec_per_kimg * kimg_left)}  G {scalars["loss/G"]:.3f}  '
+          f'D {scalars["loss/D"]:.3f}')
+  return scalars, text
+
+
 def _fmt_time(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)
@@ -221,21 +236,14 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
             tick_metrics, tick_start, tick_step = [], time.time(), step
             continue
         if at_tick:
-          scalars = _average(tick_metrics)
-          elapsed = time.time() - tick_start
-          images_done = (step - tick_step) * batch_size
-          sec_per_kimg = elapsed / (images_done / 1000)
-          kimg = step * batch_size / 1000
-          eta = sec_per_kimg * (num_steps - step) * batch_size / 1000
-          scalars.update({'timing/sec_per_kimg': sec_per_kimg,
-                          'timing/img_per_sec': images_done / elapsed, 'progress/kimg': kimg,
-                          'timing/compiled_variants': len(compiled_variants),
+          scalars, text = tick_report(tick_metrics, time.time() - tick_start,
+                                      (step - tick_step) * batch_size, step * batch_size / 1000,
+                                      (num_steps - step) * batch_size / 1000)
+          scalars.update({'timing/compiled_variants': len(compiled_variants),
                           'timing/compile_sec': compile_sec})
           scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
           writer.write_scalars(step, scalars)
-          logging.info('step %d  kimg %.2f  sec/kimg %.2f  img/s %.1f  ETA %s  G %.3f  D %.3f'
-                       '  (compiled %d variants in %.0fs)', step, kimg, sec_per_kimg,
-                       images_done / elapsed, _fmt_time(eta), scalars['loss/G'], scalars['loss/D'],
+          logging.info('step %d  %s  (compiled %d variants in %.0fs)', step, text,
                        len(compiled_variants), compile_sec)
           tick_metrics, tick_start, tick_step = [], time.time(), step
         if step % config.log.image_every_steps == 0 or step == num_steps:

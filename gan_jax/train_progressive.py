@@ -239,21 +239,16 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
 
 def _log_tick(writer, tick_metrics, elapsed: float, step: int, nimg: int, shown: int,
               total_nimg: int, where: tuple[int, float, int], compiled: dict) -> None:
-  """One progress line and the tick's scalars (means over the tick, then timing and progress)."""
+  """One progress line and the tick's scalars (train.tick_report's, then stage, alpha, batch)."""
   stage, alpha, batch = where
-  scalars = train_lib._average(tick_metrics)  # pylint: disable=protected-access
-  sec_per_kimg = elapsed / (shown / 1000)
-  eta = sec_per_kimg * max(total_nimg - nimg, 0) / 1000
-  scalars.update({'timing/sec_per_kimg': sec_per_kimg, 'timing/img_per_sec': shown / elapsed,
-                  'progress/kimg': nimg / 1000, 'progress/stage': stage, 'progress/alpha': alpha,
-                  'progress/batch': batch, 'timing/compiled_stages': len(compiled),
+  scalars, text = train_lib.tick_report(tick_metrics, elapsed, shown, nimg / 1000,
+                                        max(total_nimg - nimg, 0) / 1000)
+  scalars.update({'progress/stage': stage, 'progress/alpha': alpha, 'progress/batch': batch,
+                  'timing/compiled_stages': len(compiled),
                   'timing/compile_sec': sum(compiled.values())})
   writer.write_scalars(step, scalars)
-  logging.info('step %d  kimg %.2f  stage %dx%d  alpha %.3f  batch %d  sec/kimg %.2f  img/s %.1f  '
-               'ETA %s  G %.3f  D %.3f  (compiled %d stages in %.0fs)', step, nimg / 1000, stage,
-               stage, alpha, batch, sec_per_kimg, shown / elapsed,
-               train_lib._fmt_time(eta),  # pylint: disable=protected-access
-               scalars['loss/G'], scalars['loss/D'], len(compiled), sum(compiled.values()))
+  logging.info('step %d  %s  stage %dx%d  alpha %.3f  batch %d  (compiled %d stages in %.0fs)',
+               step, text, stage, stage, alpha, batch, len(compiled), sum(compiled.values()))
 
 
 def _position(meta: dict, step: int, schedule: Schedule) -> tuple[int, Optional[tuple]]:
