@@ -9,6 +9,7 @@
 """
 
 import os
+import shutil
 import tempfile
 
 _flags = os.environ.get('XLA_FLAGS', '')
@@ -19,7 +20,12 @@ if '--xla_backend_optimization_level' not in _flags:
 if '--xla_cpu_use_fusion_emitters' not in _flags:
   _flags += ' --xla_cpu_use_fusion_emitters=false'
 os.environ['XLA_FLAGS'] = _flags.strip()
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', tempfile.mkdtemp(prefix='gan_jax_xla_cache_'))
+# Made by the first process of the session (pytest-xdist's workers and the tests' subprocesses
+# inherit the variable) and removed by it at the end; a cache directory of your own is kept.
+_OWN_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _OWN_CACHE = tempfile.mkdtemp(prefix='gan_jax_xla_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _OWN_CACHE
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
@@ -36,3 +42,8 @@ _HEAVY_FIRST = ('test_multiprocess.py', 'test_kill_resume.py', 'test_fsdp.py', '
 def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
   rank = {name: i for i, name in enumerate(_HEAVY_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
+def pytest_unconfigure(config):  # pylint: disable=unused-argument
+  if _OWN_CACHE is not None:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
