@@ -16,7 +16,7 @@ from gan_jax import preemption
 from gan_jax import train
 from gan_jax.data import pipeline
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import PLAIN, tiny_config
+from tests.test_train import PLAIN, cli_flags, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_sigterm_to_a_real_run_checkpoints_and_exits_0(fake_source, tmp_path):
          '--config.log.every_steps=1', '--config.log.image_every_steps=100000',
          '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
          '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
-         *(f'--config.{k}={v}' for k, v in PLAIN.items())]
+         *cli_flags(PLAIN)]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
   lines = []

@@ -11,6 +11,7 @@ import pytest
 from gan_jax import config_base
 from gan_jax import train
 from tests.fake_data import write_fake_fashion_mnist
+from tests.test_train import PLAIN, cli_flags
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.name for p in (REPO / 'experiments').glob('*.py'))
@@ -47,8 +48,7 @@ def test_main_trains_resumes_and_writes_the_resolved_config(tmp_path):
          # As tests/test_guard.py's runs (no lazy regulariser: one step variant), so the compiled
          # step comes from the shared cache.
          '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
-         '--config.train.r1_interval=0', '--config.train.pl_interval=0']
+         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02', *cli_flags(PLAIN)]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]

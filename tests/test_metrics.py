@@ -8,7 +8,6 @@ test marked slow (minutes at -O0 on 8 fake devices).
 """
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +15,6 @@ import ml_collections
 import numpy as np
 import pytest
 
-from gan_jax import config_base
 from gan_jax import config_check
 from gan_jax import evaluate
 from gan_jax import sharding
@@ -32,9 +30,8 @@ from gan_jax.metrics import ppl
 from gan_jax.metrics import precision_recall
 from gan_jax.metrics import registry
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import PLAIN
+from tests.test_train import PLAIN, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_DIM = 8
 
 
@@ -43,15 +40,6 @@ def fake_source(tmp_path_factory):
   root = tmp_path_factory.mktemp('fmnist')
   write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
   return root
-
-
-
-def tiny_config(fake_source, **overrides):
-  # The overrides of tests/test_train.py: the train steps compile once per session.
-  base = {'data.source_dir': str(fake_source / 'src'), 'data.data_dir': str(fake_source / 'tfds'),
-          'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0, 'train.ema_kimg': 0.02}
-  base.update(overrides)
-  return config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', base)
 
 
 def _mesh(n):

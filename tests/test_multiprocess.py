@@ -32,7 +32,7 @@ from gan_jax import sharding
 from gan_jax import train
 from gan_jax.data import pipeline
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import PLAIN, tiny_config
+from tests.test_train import PLAIN, cli_flags, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 N = 12  # steps of every run
@@ -43,10 +43,6 @@ def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
-
-
-def _flag_args(overrides: dict) -> list[str]:
-  return [f'--config.{k}={v}' for k, v in overrides.items()]
 
 
 def _env() -> dict:
@@ -68,7 +64,7 @@ class TwoProcessRun:
       cmd = [sys.executable, '-m', 'gan_jax.main', '--config',
              str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', str(tmp / name),
              '--coordinator_address', f'127.0.0.1:{port}', '--num_processes', '2',
-             '--process_id', str(i)] + _flag_args(overrides)
+             '--process_id', str(i)] + cli_flags(overrides)
       with open(log, 'w') as f:
         self.procs.append(subprocess.Popen(cmd, cwd=tmp, env=_env(), stdout=f,
                                            stderr=subprocess.STDOUT))

@@ -31,6 +31,11 @@ def fake_source(tmp_path_factory):
 PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
 
 
+def cli_flags(overrides: dict) -> list[str]:
+  """Config overrides as `python -m gan_jax.main` flags."""
+  return [f'--config.{k}={v}' for k, v in overrides.items()]
+
+
 def tiny_config(fake_source, **overrides):
   # Every test shares these settings, so the single-device train steps compile once per session
   # (tests/conftest.py keeps a persistent compilation cache).
