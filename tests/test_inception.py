@@ -19,8 +19,7 @@ from gan_jax.metrics import fetch
 from gan_jax.metrics import inception
 from gan_jax.metrics import torchscript_weights
 
-FIXTURE = (Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures' / 'inception'
-           / 'reference_features.npz')
+FIXTURE = Path(__file__).resolve().parent / 'fixtures' / 'inception' / 'reference_features.npz'
 
 
 @pytest.fixture(scope='module')
@@ -43,8 +42,7 @@ def params(archive):
 
 @pytest.fixture(scope='module')
 def reference():
-  assert FIXTURE.is_file(), (f'Inception fixture not found at {FIXTURE}: the shared/ folder must '
-                             'sit beside the repository')
+  assert FIXTURE.is_file(), f'Inception fixture not found at {FIXTURE}'
   with np.load(FIXTURE) as data:
     return dict(data)
 

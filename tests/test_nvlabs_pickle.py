@@ -21,7 +21,7 @@ from gan_jax.tools import convert_nvlabs
 from gan_jax.tools import nvlabs_pickle
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / 'shared' / 'fixtures' / 'nvlabs'
+FIXTURES = REPO / 'tests' / 'fixtures' / 'nvlabs'
 PICKLE = FIXTURES / 'network-uncond-nosrc.pkl'
 
 

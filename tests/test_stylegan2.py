@@ -13,7 +13,7 @@ from gan_jax import models
 from gan_jax.models import stylegan2
 from gan_jax.tools import nvlabs
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures' / 'nvlabs'
+FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'nvlabs'
 
 # The fixture generators (see FIXTURES / 'README.md').
 FIXTURE_KWARGS = dict(z_dim=64, w_dim=64, img_resolution=32, img_channels=3, mapping_layers=2,
@@ -36,8 +36,7 @@ def _nchw(x):
 
 
 def _load(tag):
-  assert FIXTURES.is_dir(), (f'NVIDIA fixtures not found at {FIXTURES}: the shared/ folder must '
-                             'lie beside the repository, as in CI')
+  assert FIXTURES.is_dir(), f'NVIDIA fixtures not found at {FIXTURES}'
   sd = dict(np.load(FIXTURES / f'g_{tag}.npz', allow_pickle=False))
   io = dict(np.load(FIXTURES / f'io_{tag}.npz', allow_pickle=False))
   return sd, io

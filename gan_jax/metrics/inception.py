@@ -2,7 +2,7 @@
 
 `inception_features(images)` maps uint8 NHWC images (1 or 3 channels, any size) to the 2048-d
 pool3 features, float32. The steps are those of NVIDIA's feature extractor (see
-shared/fixtures/inception/README.md):
+tests/fixtures/inception/README.md):
 
   1. uint8 -> float32 0..255, 1 channel repeated to 3;
   2. bilinear resize to 299x299 in TF's `resize_bilinear` alignment: output pixel j samples input
