@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from gan_jax import cli_errors
 from gan_jax import train
 
 FLAGS = flags.FLAGS
@@ -66,6 +67,7 @@ def initialize_distributed(auto: bool, coordinator_address, num_processes, proce
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = cli_errors.config_flag('config')  # a missing config file: one line, before JAX starts
   std_logging.getLogger().addFilter(_DropLibraryChatter())
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_DropLibraryChatter())
@@ -82,8 +84,8 @@ def main(argv):
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  train.train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli_errors.run(main, absl_flags=True)
