@@ -18,7 +18,6 @@ import dataclasses
 import math
 import os
 import re
-import sys
 import time
 from typing import Optional, Sequence
 
@@ -32,15 +31,17 @@ from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-positio
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from gan_jax import cli_errors  # pylint: disable=wrong-import-position
 from gan_jax import config_check  # pylint: disable=wrong-import-position
 from gan_jax import optim  # pylint: disable=wrong-import-position
+from gan_jax import platforms  # pylint: disable=wrong-import-position
 from gan_jax import sharding  # pylint: disable=wrong-import-position
 from gan_jax import train  # pylint: disable=wrong-import-position
 from gan_jax.data import pipeline  # pylint: disable=wrong-import-position
 from gan_jax.models import conv  # pylint: disable=wrong-import-position
 
 GIB = 2 ** 30
-EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_FITS, EXIT_DOES_NOT_FIT, EXIT_BAD_INPUT = 0, 1, cli_errors.EXIT_USER_ERROR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,12 @@ def parse_slice(name: str) -> Slice:
 def topology_devices(tpu_slice: Slice) -> Sequence[jax.Device]:
   """Abstract devices of the slice (compile-only: nothing runs on them)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  if not platforms.tpu_present():
+    # Without a TPU, libtpu reads the slice it runs on from these variables and prints an error
+    # for each one missing (gan_jax/platforms.py). This process compiles for `tpu_slice` and is
+    # its only worker. (Read once, when libtpu starts; the topology itself is given below.)
+    os.environ.setdefault('TPU_ACCELERATOR_TYPE', tpu_slice.name)
+    os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
   try:
     desc = topologies.get_topology_desc(
         platform='tpu', topology_name=tpu_slice.topology,
@@ -318,21 +325,21 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # A TPU executable compiled without a TPU client cannot be read back from the persistent cache.
   jax.config.update('jax_enable_compilation_cache', False)
+  config = cli_errors.config_flag('config')
   try:
     tpu_slice = parse_slice(FLAGS.topology)
-    info = data_info(FLAGS.config, FLAGS.resolution, FLAGS.channels, FLAGS.num_classes)
+    info = data_info(config, FLAGS.resolution, FLAGS.channels, FLAGS.num_classes)
     hbm_gib = tpu_slice.generation.hbm_gib if FLAGS.hbm_gib is None else FLAGS.hbm_gib
     if hbm_gib <= 0:
       raise ValueError(f'--hbm_gib={FLAGS.hbm_gib} must be positive.')
-    reports = check(FLAGS.config, tpu_slice, info, FLAGS.variants, hbm_gib)
-  except (ValueError, config_check.ConfigError, RuntimeError) as e:
-    print(f'gan_jax.aot: {e}', file=sys.stderr)
-    return EXIT_BAD_INPUT
+    reports = check(config, tpu_slice, info, FLAGS.variants, hbm_gib)
+  except (ValueError, RuntimeError) as e:  # bad flags or config (ConfigError is a ValueError)
+    raise cli_errors.UserError(str(e)) from e  # one line, exit EXIT_BAD_INPUT
   config_name = config_flags.get_config_filename(FLAGS['config'])
-  print(format_report(config_name, tpu_slice, info, FLAGS.config, hbm_gib, reports), flush=True)
+  print(format_report(config_name, tpu_slice, info, config, hbm_gib, reports), flush=True)
   return EXIT_FITS if all(r.fits for r in reports) else EXIT_DOES_NOT_FIT
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  cli_errors.run(main, absl_flags=True)

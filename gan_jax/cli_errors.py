@@ -13,8 +13,8 @@ keeps its traceback. `--verbose_errors` (anywhere on the command line) or GAN_JA
 shows the traceback of user errors too.
 
 The user errors are the classes below, matched by name so that this module imports none of their
-(heavy) modules, plus `InputError` for bad values and files that have no error class of their own,
-and the OS errors about a path (FileNotFoundError, FileExistsError, PermissionError,
+(heavy) modules, plus `UserError` for bad values, files and set-ups that have no error class of
+their own, and the OS errors about a path (FileNotFoundError, FileExistsError, PermissionError,
 IsADirectoryError, NotADirectoryError), whose messages name the path.
 """
 
@@ -43,13 +43,16 @@ _PATH_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirector
                 NotADirectoryError)
 
 
-class InputError(ValueError):
-  """A value or file given to a command cannot be used; the message says which and what to do."""
+class UserError(ValueError):
+  """A value, file or set-up a command cannot use; the message says which and what to do.
+
+  For the problems that have no error class of their own (the package's are listed above).
+  """
 
 
 def is_user_error(error: BaseException) -> bool:
   """True for the errors a user can fix (module docstring); False for bugs."""
-  if isinstance(error, (InputError,) + _PATH_ERRORS):
+  if isinstance(error, (UserError,) + _PATH_ERRORS):
     return True
   for module, name in _USER_ERROR_CLASSES:
     cls = getattr(sys.modules.get(module), name, None)  # not imported: cannot have been raised
@@ -163,7 +166,7 @@ def _unknown_key(error: BaseException, argv: list[str]) -> str:
 
 def config_flag(name: str = 'config') -> Any:
   """The value of an ml_collections config-file flag. That library defers a failure to load the
-  file to the first use of the config (as a chained traceback); this raises it as an InputError
+  file to the first use of the config (as a chained traceback); this raises it as a UserError
   naming the file instead."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
@@ -172,5 +175,5 @@ def config_flag(name: str = 'config') -> Any:
     getattr(value, 'keys')  # the stand-in for a config that failed to load raises OSError here
   except OSError as error:
     path = config_flags.get_config_filename(flags.FLAGS[name])
-    raise InputError(_unloadable_config(name, path, error)) from error
+    raise UserError(_unloadable_config(name, path, error)) from error
   return value

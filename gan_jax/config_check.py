@@ -161,7 +161,10 @@ def _validate_augment(config) -> None:
            f'above 0 with a fixed p (augment.target=None), or pipe {a.pipe!r} never augments')
 
 
-def validate_resolution(resolution: int) -> None:
-  _require(resolution >= 4 and 2 ** int(round(math.log2(resolution))) == resolution,
-           'data (image resolution)', resolution,
-           'the dataset must hold square images of a power-of-two size, 4 to 1024')
+def validate_resolution(resolution: int, name: str = "the dataset's image resolution") -> None:
+  """Training needs square images of a power-of-two size >= 4 (the networks halve it down to 4x4).
+  Also checked by `python -m gan_jax.data.prepare` before it writes anything."""
+  if not (isinstance(resolution, int) and resolution >= 4 and
+          2 ** int(round(math.log2(resolution))) == resolution):
+    raise ConfigError(f'{name} {resolution!r} cannot be trained on: the images must be square, of '
+                      'a power-of-two size >= 4 (4, 8, 16, ..., 1024)')

@@ -19,13 +19,13 @@ pass --distributed to call jax.distributed.initialize() first.
 import argparse
 import json
 import os
-import sys
 from typing import Optional, Sequence
 
 from absl import logging
 import jax
 import ml_collections
 
+from gan_jax import cli_errors
 from gan_jax import sharding
 from gan_jax.metrics import evaluator as evaluator_lib
 from gan_jax.metrics import registry
@@ -69,21 +69,25 @@ def data_config(workdir: str, data_dir: Optional[str]) -> ml_collections.ConfigD
 
 def run(args: argparse.Namespace) -> dict[str, float]:
   """Computes the metrics; returns {result name: value}."""
-  specs = registry.parse_list(args.metrics)  # bad names fail before anything is loaded
+  try:
+    specs = registry.parse_list(args.metrics)  # bad names fail before anything is loaded
+  except ValueError as error:
+    raise cli_errors.UserError(f'--metrics={args.metrics}: {error}') from None
   if not specs:
-    raise ValueError('--metrics is empty')
+    raise cli_errors.UserError('--metrics is empty')
   if args.max_images < 0:
-    raise ValueError(f'--max_images must be >= 0, got {args.max_images}')
+    raise cli_errors.UserError(f'--max_images must be >= 0, got {args.max_images}')
   G, variables, step = export.restore_workdir(args.workdir, args.step)
   logging.info('G_ema of %s at step %d', args.workdir, step)
   growth = export.growth_of(args.workdir, step)
   if growth is not None and (growth['stage'] < G.img_resolution or growth['alpha'] < 1):
-    raise ValueError(f'step {step} of this progressive run had not finished growing (stage '
-                     f'{growth["stage"]}, alpha {growth["alpha"]:.3f}): metrics compare images at '
-                     f'the full {G.img_resolution}x{G.img_resolution}; evaluate a later step')
+    raise cli_errors.UserError(
+        f'step {step} of this progressive run had not finished growing (stage '
+        f'{growth["stage"]}, alpha {growth["alpha"]:.3f}): metrics compare images at the full '
+        f'{G.img_resolution}x{G.img_resolution}; evaluate a later step')
   if isinstance(G, progan.Generator) and any(s.family == 'ppl' for s in specs):
-    raise ValueError('ppl metrics walk the W space; a ProGAN generator has none (fid, kid and pr '
-                     'work)')
+    raise cli_errors.UserError('ppl metrics walk the W space; a ProGAN generator has none (fid, '
+                                'kid and pr work)')
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1}))
   evaluator = evaluator_lib.Evaluator(
       data_config(args.workdir, args.data_dir), mesh, batch_size=args.batch_size,
@@ -97,11 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   logging.set_verbosity(logging.INFO)
   if args.distributed:
     jax.distributed.initialize()
-  try:
-    results = run(args)
-  except (ValueError, FileNotFoundError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+  results = run(args)
   if jax.process_index() == 0:
     if args.max_images:
       print(f'# image counts capped at --max_images={args.max_images}')
@@ -110,4 +110,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

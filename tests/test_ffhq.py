@@ -278,8 +278,8 @@ def test_command_line_builds_and_reports(built, tmp_path, capsys):
   out = capsys.readouterr().out
   assert f'{len(READABLE)} images written, 2 of 10 files skipped' in out
   assert ffhq.SKIPPED_REPORT in out
-  assert ffhq.main(['--resolution', '256', '--data_dir', str(tmp_path)]) == 1
-  assert 'python -m gan_jax.data.ffhq' in capsys.readouterr().err
+  with pytest.raises(pipeline.DatasetError, match='python -m gan_jax.data.ffhq'):
+    ffhq.main(['--resolution', '256', '--data_dir', str(tmp_path)])
 
 
 def test_unknown_filter_raises():

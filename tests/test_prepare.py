@@ -283,9 +283,8 @@ def test_empty_and_bad_sources(tmp_path, capsys):
   with pytest.raises(pipeline.DatasetError, match='Dataset name'):
     prepare.prepare(tmp_path / 'flat', '../e', RES, tmp_path / 'tfds')
   assert not (tmp_path / 'tfds' / 'prepared' / 'e').exists()
-  assert prepare.main(['--source', str(tmp_path / 'empty'), '--name', 'e',
-                       '--resolution', '8']) == 1
-  assert 'No image files' in capsys.readouterr().err
+  with pytest.raises(pipeline.DatasetError, match='No image files'):
+    prepare.main(['--source', str(tmp_path / 'empty'), '--name', 'e', '--resolution', '8'])
 
 
 def test_command_line_reports_counts(tree, tmp_path, capsys):

@@ -30,11 +30,11 @@ import argparse
 import dataclasses
 import functools
 import os
-import sys
 
 from absl import logging
 import tensorflow_datasets as tfds
 
+from gan_jax import cli_errors
 from gan_jax.data import image_files
 from gan_jax.data.errors import DatasetError
 
@@ -258,17 +258,13 @@ def main(argv: list[str] | None = None) -> int:
                       help='decode/resize threads (default: min(16, CPUs))')
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.INFO)
-  try:
-    builder = Ffhq(config=builder_config(args.resolution),
-                   data_dir=args.data_dir, source_dir=args.source,
-                   resize_filter=args.filter, num_workers=args.workers)
-    if builder.is_prepared():
-      print(f'{builder.info.full_name} is already prepared in '
-            f'{builder.data_dir}.')
-    builder.download_and_prepare()
-  except DatasetError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  builder = Ffhq(config=builder_config(args.resolution),
+                 data_dir=args.data_dir, source_dir=args.source,
+                 resize_filter=args.filter, num_workers=args.workers)
+  if builder.is_prepared():
+    print(f'{builder.info.full_name} is already prepared in '
+          f'{builder.data_dir}.')
+  builder.download_and_prepare()
   meta = builder.info.metadata
   print(f'{builder.info.full_name}: '
         f'{builder.info.splits["train"].num_examples} images written, '
@@ -280,4 +276,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli_errors.run(main)

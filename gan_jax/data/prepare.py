@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import threading
 import uuid
 import zipfile
@@ -46,6 +45,8 @@ from absl import logging
 import tensorflow_datasets as tfds
 import tqdm
 
+from gan_jax import cli_errors
+from gan_jax import config_check
 from gan_jax.data import image_files
 from gan_jax.data.errors import DatasetError
 
@@ -303,6 +304,10 @@ def prepare(source: str | os.PathLike, name: str, resolution: int,
       usable image. An existing dataset of that name is then left as it was.
   """
   check_name(name)
+  try:  # the check training makes, before anything is written
+    config_check.validate_resolution(resolution, '--resolution')
+  except config_check.ConfigError as e:
+    raise DatasetError(f'prepare: {e}') from None
   try:
     conversion = image_files.Conversion(resolution, channels, fit, small,
                                         resize_filter)
@@ -369,14 +374,10 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   tfds.disable_progress_bar()  # ours counts images
-  try:
-    builder = prepare(args.source, args.name, args.resolution, args.data_dir,
-                      labels=args.labels, fit=args.fit,
-                      resize_filter=args.filter, small=args.small,
-                      channels=args.channels, num_workers=args.workers)
-  except DatasetError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  builder = prepare(args.source, args.name, args.resolution, args.data_dir,
+                    labels=args.labels, fit=args.fit,
+                    resize_filter=args.filter, small=args.small,
+                    channels=args.channels, num_workers=args.workers)
   meta = builder.info.metadata
   classes = (f'{meta["num_classes"]} classes ({meta["labels"]})'
              if meta['num_classes'] else 'unlabeled')
@@ -391,4 +392,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli_errors.run(main)

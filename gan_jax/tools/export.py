@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from gan_jax import cli_errors
 from gan_jax import models
 from gan_jax.models import progan
 
@@ -49,7 +50,7 @@ def module_kwargs(module) -> dict[str, Any]:
 
 def build_generator(model: str, kwargs: dict[str, Any]):
   if model not in models.MODELS:
-    raise ValueError(f'unknown model {model!r}; known: {sorted(models.MODELS)}')
+    raise cli_errors.UserError(f'unknown model {model!r}; known: {sorted(models.MODELS)}')
   return models.MODELS[model][0](**kwargs)
 
 
@@ -76,7 +77,7 @@ def check_variables(G, variables) -> None:
   problems += [f'shape of {k}: {got[k]} != {v}' for k, v in want.items()
                if k in got and got[k] != v]
   if problems:
-    raise ValueError('variables do not fit the generator:\n  ' + '\n  '.join(problems))
+    raise cli_errors.UserError('variables do not fit the generator:\n  ' + '\n  '.join(problems))
 
 
 def export_generator(dest: str | os.PathLike, G_kwargs: dict[str, Any], variables: dict,
@@ -126,8 +127,9 @@ def read_export(path: str | os.PathLike) -> tuple[Any, dict, dict]:
   path = epath.Path(os.path.abspath(os.fspath(path)))
   config = json.loads((path / CONFIG_FILE).read_text())
   if config.get('format') != FORMAT or config.get('version') != VERSION:
-    raise ValueError(f'{path / CONFIG_FILE}: not a {FORMAT} v{VERSION} export '
-                     f'(format {config.get("format")!r}, version {config.get("version")!r})')
+    raise cli_errors.UserError(
+        f'{path / CONFIG_FILE}: not a {FORMAT} v{VERSION} export '
+        f'(format {config.get("format")!r}, version {config.get("version")!r})')
   G = build_generator(config['model'], config['kwargs'])
   with ocp.StandardCheckpointer() as checkpointer:  # ShapeDtypeStruct targets restore as numpy
     variables = checkpointer.restore(path / VARIABLES_DIR, abstract_variables(G))
@@ -151,7 +153,7 @@ def _data_shapes_from_params(ema_params, z_dim: int) -> dict[str, int]:
   if 'synthesis' not in ema_params:  # ProGAN
     resolutions = sorted(int(m.group(1)) for k in ema_params if (m := re.fullmatch(r'b(\d+)', k)))
     if not resolutions:
-      raise ValueError('checkpoint has no generator blocks b<res>')
+      raise cli_errors.UserError('checkpoint has no generator blocks b<res>')
     res = resolutions[-1]
     return dict(img_resolution=res,
                 img_channels=int(ema_params[f'b{res}']['torgb']['weight'].shape[-1]),
@@ -159,7 +161,7 @@ def _data_shapes_from_params(ema_params, z_dim: int) -> dict[str, int]:
   synthesis = ema_params['synthesis']
   resolutions = sorted(int(m.group(1)) for k in synthesis if (m := re.fullmatch(r'b(\d+)', k)))
   if not resolutions:
-    raise ValueError('checkpoint has no synthesis blocks b<res>')
+    raise cli_errors.UserError('checkpoint has no synthesis blocks b<res>')
   res = resolutions[-1]
   img_channels = int(synthesis[f'b{res}']['torgb']['weight'].shape[-1])  # HWIO
   mapping = ema_params['mapping']
@@ -240,4 +242,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from gan_jax import cli_errors
 from gan_jax.images import make_grid, save_png, to_uint8
 from gan_jax.tools import loading
 
@@ -38,10 +39,10 @@ def parse_seeds(text: str) -> list[int]:
       continue
     lo, sep, hi = part.partition('-')
     if not lo.isdigit() or (sep and not hi.isdigit()):
-      raise ValueError(f'bad seed range {part!r}: use e.g. 0-63 or 0,5,10-12')
+      raise cli_errors.UserError(f'bad seed range {part!r}: use e.g. 0-63 or 0,5,10-12')
     seeds.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
   if not seeds:
-    raise ValueError(f'no seeds in {text!r}')
+    raise cli_errors.UserError(f'no seeds in {text!r}')
   return seeds
 
 
@@ -57,7 +58,7 @@ def generate_images(g: loading.LoadedGenerator, seeds: Sequence[int], psi: float
   c = None
   if g.c_dim:
     if class_idx is None:
-      raise ValueError(f'the generator is conditional ({g.c_dim} classes): pass --class')
+      raise cli_errors.UserError(f'the generator is conditional ({g.c_dim} classes): pass --class')
     c = np.array([class_idx])
   elif class_idx is not None:
     print(f'warning: --class={class_idx} ignored: the generator is unconditional',
@@ -106,4 +107,4 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

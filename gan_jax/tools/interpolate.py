@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from gan_jax import cli_errors
 from gan_jax.images import make_grid, to_uint8
 from gan_jax.tools import cli
 from gan_jax.tools import generate
@@ -57,12 +58,12 @@ def latent_path(keys: np.ndarray, frames: int, method: str = 'slerp',
   next; without loop T = (K - 1) * frames + 1 (ending exactly on the last key), with loop
   T = K * frames (the last transition leads back to keys[0])."""
   if method not in METHODS:
-    raise ValueError(f'method must be one of {METHODS}, got {method!r}')
+    raise cli_errors.UserError(f'method must be one of {METHODS}, got {method!r}')
   if frames < 1:
-    raise ValueError(f'frames per transition must be >= 1, got {frames}')
+    raise cli_errors.UserError(f'frames per transition must be >= 1, got {frames}')
   keys = np.asarray(keys, np.float64)
   if len(keys) < 2:
-    raise ValueError(f'need at least 2 keyframes, got {len(keys)}')
+    raise cli_errors.UserError(f'need at least 2 keyframes, got {len(keys)}')
   fn = slerp if method == 'slerp' else lerp
   ends = list(keys[1:]) + ([keys[0]] if loop else [])
   out = [keys[k] if i == 0 else fn(keys[k], end, i / frames)
@@ -76,7 +77,7 @@ def parse_grid(text: str) -> tuple[int, int]:
   """'3x2' -> (3, 2) (columns, rows)."""
   w, sep, h = text.lower().partition('x')
   if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
-    raise ValueError(f'bad --grid {text!r}: use WxH, e.g. 2x2')
+    raise cli_errors.UserError(f'bad --grid {text!r}: use WxH, e.g. 2x2')
   return int(w), int(h)
 
 
@@ -86,13 +87,14 @@ def interpolation_frames(g: loading.LoadedGenerator, seeds: Sequence[int], space
                          class_idx: Optional[int] = None) -> np.ndarray:
   """uint8 video frames (T, H * grid_h, W * grid_w, C); const noise."""
   if space not in ('z', 'w'):
-    raise ValueError(f'space must be z or w, got {space!r}')
+    raise cli_errors.UserError(f'space must be z or w, got {space!r}')
   method = method or ('slerp' if space == 'z' else 'lerp')
   cols, rows = grid
   cells = cols * rows
   if len(seeds) % cells or len(seeds) // cells < 2:
-    raise ValueError(f'--grid {cols}x{rows} needs a multiple of {cells} seeds with at least 2 '
-                     f'per cell (they are split in order into {cells} runs), got {len(seeds)}')
+    raise cli_errors.UserError(
+        f'--grid {cols}x{rows} needs a multiple of {cells} seeds with at least 2 '
+        f'per cell (they are split in order into {cells} runs), got {len(seeds)}')
   label = cli.class_label(g, class_idx)
   c = lambda n: None if label is None else np.repeat(label, n)
   zs = np.concatenate([generate.seed_latent(s, g.z_dim) for s in seeds])
@@ -135,4 +137,4 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

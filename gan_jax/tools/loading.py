@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from gan_jax import cli_errors
 from gan_jax.models import progan
 from gan_jax.tools import export
 
@@ -88,31 +89,33 @@ class LoadedGenerator:
   def _z(self, z) -> np.ndarray:
     z = np.asarray(z, np.float32)
     if z.ndim != 2 or z.shape[1] != self.z_dim:
-      raise ValueError(f'z must be (N, {self.z_dim}), got {z.shape}')
+      raise cli_errors.UserError(f'z must be (N, {self.z_dim}), got {z.shape}')
     return z
 
   def _c(self, c, n: int) -> Optional[np.ndarray]:
     """None for an unconditional G; else (n, c_dim) float labels (int class ids are one-hot)."""
     if self.c_dim == 0:
       if c is not None and np.size(c) > 0:
-        raise ValueError('this generator is unconditional (c_dim=0): pass c=None')
+        raise cli_errors.UserError('this generator is unconditional (c_dim=0): pass c=None')
       return None
     if c is None:
-      raise ValueError(f'this generator is conditional (c_dim={self.c_dim}): pass c, one-hot '
-                       f'(N, {self.c_dim}) or class indices (N,)')
+      raise cli_errors.UserError(
+          f'this generator is conditional (c_dim={self.c_dim}): pass c, one-hot '
+          f'(N, {self.c_dim}) or class indices (N,)')
     c = np.asarray(c)
     if c.ndim == 1 and np.issubdtype(c.dtype, np.integer):
       if c.min(initial=0) < 0 or c.max(initial=0) >= self.c_dim:
-        raise ValueError(f'class indices must lie in [0, {self.c_dim}), got {c}')
+        raise cli_errors.UserError(f'class indices must lie in [0, {self.c_dim}), got {c}')
       c = np.eye(self.c_dim, dtype=np.float32)[c]
     if c.shape != (n, self.c_dim):
-      raise ValueError(f'c must be ({n}, {self.c_dim}), got {c.shape}')
+      raise cli_errors.UserError(f'c must be ({n}, {self.c_dim}), got {c.shape}')
     return c.astype(np.float32)
 
   def _need_w_space(self, what: str) -> None:
     if self.is_progan:
-      raise ValueError(f'{what}: a ProGAN generator has no mapping network or W space (no '
-                       'styles, truncation, projection or W interpolation); call g(z) instead')
+      raise cli_errors.UserError(
+          f'{what}: a ProGAN generator has no mapping network or W space (no '
+          'styles, truncation, projection or W interpolation); call g(z) instead')
 
   @staticmethod
   def _rng(rng) -> jax.Array:
@@ -123,7 +126,7 @@ class LoadedGenerator:
   @staticmethod
   def _noise(noise: str) -> str:
     if noise not in NOISE_MODES:
-      raise ValueError(f'noise must be one of {NOISE_MODES}, got {noise!r}')
+      raise cli_errors.UserError(f'noise must be one of {NOISE_MODES}, got {noise!r}')
     return noise
 
   def __call__(self, z, c=None, psi: float = 1.0, noise: str = 'const',
@@ -141,8 +144,9 @@ class LoadedGenerator:
     """
     z = self._z(z)
     if self.is_progan and (psi != 1 or truncation_cutoff is not None):
-      raise ValueError('a ProGAN generator has no truncation trick: use psi=1 (--trunc 1) and no '
-                       'truncation cutoff')
+      raise cli_errors.UserError(
+          'a ProGAN generator has no truncation trick: use psi=1 (--trunc 1) and no '
+          'truncation cutoff')
     images = self._generate(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
                             self._rng(rng), truncation_cutoff=truncation_cutoff,
                             noise_mode=self._noise(noise))
@@ -161,7 +165,7 @@ class LoadedGenerator:
     self._need_w_space('synthesis')
     ws = np.asarray(ws, np.float32)
     if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-      raise ValueError(f'ws must be (N, {self.num_ws}, {self.w_dim}), got {ws.shape}')
+      raise cli_errors.UserError(f'ws must be (N, {self.num_ws}, {self.w_dim}), got {ws.shape}')
     return np.asarray(self._synthesis(self.variables, ws, self._rng(rng),
                                       noise_mode=self._noise(noise)), np.float32)
 
@@ -195,24 +199,27 @@ def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> Loade
   """
   path = epath.Path(os.path.abspath(os.fspath(path)))
   if not path.exists():
-    raise FileNotFoundError(f'{path} does not exist')
+    raise FileNotFoundError(f'{path} does not exist: give an export directory, a training workdir '
+                            'or NVIDIA weights (.pkl/.npz/.pt)')
   if path.is_dir() and export.is_export(path):
     G, variables, config = export.read_export(path)
     return LoadedGenerator(G, variables, source=os.fspath(path), growth=config.get('growth'))
   if path.is_dir():
     workdir, dir_step = _workdir_and_step(path)
     if workdir is None:
-      raise ValueError(f'{path} is neither an export (generator.json) nor a training workdir '
-                       '(config.json + checkpoints/)')
+      raise cli_errors.UserError(
+          f'{path} is neither an export (generator.json) nor a training workdir '
+          '(config.json + checkpoints/)')
     if step is not None and dir_step is not None and step != dir_step:
-      raise ValueError(f'{path} is step {dir_step}, but step={step} was asked for')
+      raise cli_errors.UserError(f'{path} is step {dir_step}, but step={step} was asked for')
     G, variables, step = export.restore_workdir(workdir, step if dir_step is None else dir_step)
     return LoadedGenerator(G, variables, source=f'{workdir} step {step}',
                            growth=export.growth_of(workdir, step))
   from gan_jax.tools import convert_nvlabs  # pylint: disable=g-import-not-at-top
   if path.suffix.lower() not in convert_nvlabs.SUFFIXES:
-    raise ValueError(f'{path}: not an export, a workdir, or NVIDIA weights '
-                     f'({", ".join(convert_nvlabs.SUFFIXES)})')
+    raise cli_errors.UserError(
+        f'{path}: not an export, a workdir, or NVIDIA weights '
+        f'({", ".join(convert_nvlabs.SUFFIXES)})')
   kwargs, variables = convert_nvlabs.read_nvlabs(path)
   return LoadedGenerator(export.build_generator('stylegan2', kwargs), variables,
                          source=os.fspath(path))

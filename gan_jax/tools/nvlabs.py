@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import cli_errors
 from gan_jax.models import layers
 from gan_jax.models import stylegan2
 
@@ -51,7 +52,7 @@ def generator_kwargs_from_nvlabs(state_dict: Mapping[str, np.ndarray]) -> dict[s
   fc_ids = sorted(int(m.group(1)) for k in sd
                   if (m := re.fullmatch(r'mapping\.fc(\d+)\.weight', k)))
   if not fc_ids or fc_ids != list(range(len(fc_ids))):
-    raise ValueError(f'no contiguous mapping.fcN.weight keys (found ids {fc_ids})')
+    raise cli_errors.UserError(f'no contiguous mapping.fcN.weight keys (found ids {fc_ids})')
   w_dim = int(sd[f'mapping.fc{fc_ids[-1]}.weight'].shape[0])
   c_dim = int(sd['mapping.embed.weight'].shape[1]) if 'mapping.embed.weight' in sd else 0
   z_dim = int(sd['mapping.fc0.weight'].shape[1]) - (w_dim if c_dim else 0)
@@ -59,7 +60,7 @@ def generator_kwargs_from_nvlabs(state_dict: Mapping[str, np.ndarray]) -> dict[s
   resolutions = sorted({int(m.group(1)) for k in sd
                         if (m := re.match(r'synthesis\.b(\d+)\.', k))})
   if not resolutions or resolutions[0] != 4:
-    raise ValueError(f'synthesis blocks must start at b4, found {resolutions}')
+    raise cli_errors.UserError(f'synthesis blocks must start at b4, found {resolutions}')
   img_resolution = resolutions[-1]
   img_channels = int(sd[f'synthesis.b{img_resolution}.torgb.weight'].shape[0])
 
@@ -68,7 +69,7 @@ def generator_kwargs_from_nvlabs(state_dict: Mapping[str, np.ndarray]) -> dict[s
   channel_base = max(ch * res for res, ch in channels.items())
   if any(stylegan2.channels_at(res, channel_base, channel_max) != ch
          for res, ch in channels.items()):
-    raise ValueError(f'channel counts {channels} do not follow min(base // res, max)')
+    raise cli_errors.UserError(f'channel counts {channels} do not follow min(base // res, max)')
   return dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
               img_channels=img_channels, mapping_layers=len(fc_ids),
               channel_base=channel_base, channel_max=channel_max)
@@ -123,6 +124,7 @@ def generator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
       problems.append(f'shape mismatch at {"/".join(path)}: got {got_flat[path].shape}, '
                       f'want {tuple(want_flat[path].shape)}')
   if problems:
-    raise ValueError('NVIDIA generator state dict does not match our Generator:\n  ' +
-                     '\n  '.join(problems))
+    raise cli_errors.UserError(
+        'NVIDIA generator state dict does not match our Generator:\n  ' +
+        '\n  '.join(problems))
   return jax.tree_util.tree_map(jnp.asarray, variables)

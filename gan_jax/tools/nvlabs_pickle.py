@@ -53,6 +53,25 @@ class UnsafePickleError(pickle.UnpicklingError):
   """The pickle asked for a global that is not on the allow-list (it was not called)."""
 
 
+class UnreadablePickleError(pickle.UnpicklingError):
+  """The file is not a network pickle or torch file this reader understands (random bytes, a
+  truncated download, another format); the message names the file and what went wrong."""
+
+
+# What unpickling a file that is not a pickle (or is a damaged one) raises, besides our own
+# UnpicklingErrors: "unsupported pickle protocol: 185" is a ValueError, a truncated file an
+# EOFError, a damaged zip a BadZipFile, bad opcodes a KeyError/IndexError, bad structs a
+# struct.error, absurd sizes an OverflowError or MemoryError.
+_DAMAGED = (pickle.UnpicklingError, ValueError, EOFError, KeyError, IndexError, TypeError,
+            struct.error, zipfile.BadZipFile, OverflowError, MemoryError, UnicodeDecodeError)
+
+
+def _unreadable(path, what: str, error: BaseException) -> UnreadablePickleError:
+  return UnreadablePickleError(f'{os.fspath(path) if not hasattr(path, "read") else "the file"}: '
+                               f'not {what} this reader understands ({type(error).__name__}: '
+                               f'{error})')
+
+
 class PersistentObject:
   """A network object from a NVIDIA pickle: its class name and attribute dict, nothing callable.
 
@@ -372,12 +391,22 @@ def _resolve(obj: Any, _seen=None) -> Any:
 
 
 def load_torch_file(path: str | os.PathLike) -> Any:
-  """The object stored by `torch.save` (zip or legacy format), tensors as numpy arrays."""
+  """The object stored by `torch.save` (zip or legacy format), tensors as numpy arrays.
+
+  Raises UnsafePickleError (a global outside the allow-list; nothing has run) or
+  UnreadablePickleError (not a torch file this reader understands).
+  """
   path = os.fspath(path)
-  if zipfile.is_zipfile(path):
-    return _load_zip(path)
-  with open(path, 'rb') as f:
-    return _load_legacy(f)
+  with open(path, 'rb') as f:  # a missing file: FileNotFoundError, before anything is parsed
+    try:
+      if zipfile.is_zipfile(f):
+        return _load_zip(path)
+      f.seek(0)
+      return _load_legacy(f)
+    except UnsafePickleError:
+      raise
+    except _DAMAGED as e:
+      raise _unreadable(path, 'a torch file (torch.save)', e) from e
 
 
 def _as_state_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
@@ -460,13 +489,19 @@ def load_network_pickle(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
 
   Raises:
     UnsafePickleError: the pickle asks for a global outside the allow-list (nothing has run).
-    pickle.UnpicklingError, ValueError: the file is not a network pickle we understand.
+    UnreadablePickleError: the file is not a pickle, or a damaged one.
+    ValueError: the pickle holds no networks we understand.
   """
-  if hasattr(path, 'read'):
-    data = _restricted_load(path, _NETWORK_GLOBALS)
-  else:
-    with open(path, 'rb') as f:
-      data = _restricted_load(f, _NETWORK_GLOBALS)
+  try:
+    if hasattr(path, 'read'):
+      data = _restricted_load(path, _NETWORK_GLOBALS)
+    else:
+      with open(path, 'rb') as f:
+        data = _restricted_load(f, _NETWORK_GLOBALS)
+  except UnsafePickleError:
+    raise
+  except _DAMAGED as e:
+    raise _unreadable(path, 'a StyleGAN2-ADA network pickle', e) from e
   if not isinstance(data, dict):
     raise ValueError(f'{path}: expected a dict of networks, got {type(data).__name__}')
   out = {}

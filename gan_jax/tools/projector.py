@@ -59,6 +59,7 @@ import optax
 from flax import struct
 from flax import traverse_util
 
+from gan_jax import cli_errors
 from gan_jax.images import save_png, to_uint8
 from gan_jax.tools import cli
 from gan_jax.tools import loading
@@ -225,12 +226,13 @@ def project(g: loading.LoadedGenerator, target: np.ndarray, mask: Optional[np.nd
   k = cfg.downsample
   want = (1, g.img_resolution // k, g.img_resolution // k, g.img_channels)
   if g.img_resolution % k or tuple(target.shape) != want:
-    raise ValueError(f'target must be {want} (resolution {g.img_resolution} / downsample {k}), '
-                     f'got {target.shape}')
+    raise cli_errors.UserError(
+        f'target must be {want} (resolution {g.img_resolution} / downsample {k}), '
+        f'got {target.shape}')
   if mask is not None and tuple(mask.shape) != want[:3] + (1,):
-    raise ValueError(f'mask must be {want[:3] + (1,)}, got {mask.shape}')
+    raise cli_errors.UserError(f'mask must be {want[:3] + (1,)}, got {mask.shape}')
   if mask is not None and not np.any(mask):
-    raise ValueError('the mask marks no pixel as known (white = known, black = hole)')
+    raise cli_errors.UserError('the mask marks no pixel as known (white = known, black = hole)')
   w_std, opt = initial_state(g, cfg, seed, class_idx)
   key = jax.random.PRNGKey(seed)
   cache_key = (id(g.module), g.num_ws, k)  # one trace per generator module and shape, not per call
@@ -373,4 +375,4 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

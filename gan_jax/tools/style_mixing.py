@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from gan_jax import cli_errors
 from gan_jax.images import make_grid, save_png, to_uint8
 from gan_jax.tools import cli
 from gan_jax.tools import generate
@@ -48,20 +49,22 @@ def style_indices(spec: str, num_ws: int) -> list[int]:
     if not indices:
       have = ', '.join(f'{name} (ws {s}-{min(num_ws if e is None else e, num_ws) - 1})'
                        for name, (s, e) in NAMED_STYLES.items() if s < num_ws)
-      raise ValueError(f'--styles {spec}: this generator has only {num_ws} ws (resolution '
-                       f'{2 ** ((num_ws + 2) // 2)}), so there is no {spec} range; it has '
-                       f'{have}, or give ws indices such as 0-{num_ws - 1}')
+      raise cli_errors.UserError(
+          f'--styles {spec}: this generator has only {num_ws} ws (resolution '
+          f'{2 ** ((num_ws + 2) // 2)}), so there is no {spec} range; it has '
+          f'{have}, or give ws indices such as 0-{num_ws - 1}')
     return indices
   indices = set()
   for part in spec.split(','):
     part = part.strip()
     lo, sep, hi = part.partition('-')
     if not lo.isdigit() or (sep and not hi.isdigit()) or (sep and int(hi) < int(lo)):
-      raise ValueError(f'bad --styles part {part!r}: use coarse, middle, fine, or ws ranges '
-                       'such as 0-3 or 0-1,6')
+      raise cli_errors.UserError(
+          f'bad --styles part {part!r}: use coarse, middle, fine, or ws ranges '
+          'such as 0-3 or 0-1,6')
     indices.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
   if max(indices) >= num_ws:
-    raise ValueError(f'--styles {spec}: ws indices must be below num_ws = {num_ws}')
+    raise cli_errors.UserError(f'--styles {spec}: ws indices must be below num_ws = {num_ws}')
   return sorted(indices)
 
 
@@ -137,4 +140,4 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
 
 
 if __name__ == '__main__':
-  main()
+  cli_errors.run(main)

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
+from gan_jax import cli_errors
+
 VIDEO_SUFFIXES = ('.mp4', '.gif')
 
 
@@ -14,7 +16,7 @@ def check_video_path(path: str | os.PathLike) -> str:
   """The lower-case suffix of `path` if it is a video we can write; else a ValueError."""
   suffix = os.path.splitext(os.fspath(path))[1].lower()
   if suffix not in VIDEO_SUFFIXES:
-    raise ValueError(f'{path}: the video must end in .mp4 or .gif')
+    raise cli_errors.UserError(f'{path}: the video must end in .mp4 or .gif')
   if suffix == '.mp4':
     if not all(importlib.util.find_spec(m) for m in ('imageio', 'imageio_ffmpeg')):
       raise ImportError(f'{path}: writing MP4 needs imageio and imageio-ffmpeg (pip install '
