@@ -20,56 +20,127 @@ def _require(ok: bool, key: str, value, allowed: str) -> None:
     raise ConfigError(f'config.{key}={value!r} is not allowed: {allowed}.')
 
 
-def _positive(config, key: str, integer: bool = False) -> None:
+def _get(config, key: str):
   node = config
   for part in key.split('.'):
     node = node[part]
+  return node
+
+
+def _positive(config, key: str, integer: bool = False) -> None:
+  node = _get(config, key)
   kind = int if integer else (int, float)
-  _require(isinstance(node, kind) and not isinstance(node, bool) and node > 0, key, node,
-           f'must be a positive {"integer" if integer else "number"}')
+  _require(isinstance(node, kind) and not isinstance(node, bool) and node > 0 and
+           math.isfinite(node), key, node,
+           f'must be a positive {"integer" if integer else "finite number"}')
+
+
+# Every numeric knob of config_base and the values it may take: (lowest, highest, what is allowed).
+# An end is inclusive, or exclusive when written (bound, OPEN); None: unbounded. Every value must
+# also be a finite number (NaN and inf are refused everywhere). A numeric knob added to config_base
+# needs a line here: tests/test_config_check.py fails otherwise.
+OPEN = 'open'
+NUMBERS = {
+    'seed': (0, 2 ** 32 - 1, 'an integer seed in [0, 2**32)'),
+    'model.z_dim': (1, None, 'a positive integer'),
+    'model.w_dim': (1, None, 'a positive integer'),
+    'model.mapping_layers': (1, None, 'at least 1'),
+    'model.channel_base': (1, None, 'a positive integer'),
+    'model.channel_max': (1, None, 'a positive integer'),
+    'model.conv_clamp': (0, None, '0 (off) or a positive finite clamp'),
+    'model.num_bf16_res': (0, None, '0 (all float32) or more'),
+    'model.mbstd_group_size': (0, None, '0 (the whole minibatch) or a group size >= 1'),
+    'model.mbstd_num_channels': (1, None, 'at least 1'),
+    'data.prefetch': (1, None, 'at least 1 batch'),
+    'data.num_workers': (1, None, 'at least 1 thread'),
+    'train.batch_size': (1, None, 'a positive integer'),
+    'train.kimg': ((0, OPEN), None, 'a positive finite number of kimg'),
+    'train.max_steps': (0, None, '0 (no limit) or a step count'),
+    'train.g_lr': ((0, OPEN), None, 'a positive finite learning rate'),
+    'train.d_lr': ((0, OPEN), None, 'a positive finite learning rate'),
+    'train.adam_b1': (0, (1, OPEN), 'a number in [0, 1)'),
+    'train.adam_b2': (0, (1, OPEN), 'a number in [0, 1), below 1'),
+    'train.adam_eps': ((0, OPEN), None, 'a positive finite epsilon'),
+    'train.r1_gamma': (0, None, 'a finite number >= 0'),
+    'train.r1_interval': (0, None, '0 (off) or a step interval'),
+    'train.pl_weight': (0, None, 'a finite number >= 0'),
+    'train.pl_interval': (0, None, '0 (off) or a step interval'),
+    'train.pl_decay': (0, 1, 'a number in [0, 1]'),
+    'train.pl_batch_shrink': (1, None, 'a positive integer'),
+    'train.style_mixing_prob': (0, 1, 'a number in [0, 1]'),
+    'train.ema_kimg': ((0, OPEN), None, 'a positive finite half-life in kimg'),
+    'train.ema_rampup': (0, None, 'a finite number >= 0 (0: off)'),
+    'train.w_avg_beta': (0, 1, 'a number in [0, 1]'),
+    'train.max_rollbacks': (0, None, 'a count >= 0'),
+    'train.wgan_lambda': (0, None, 'a finite number >= 0'),
+    'train.wgan_target': ((0, OPEN), None, 'a positive finite number'),
+    'train.wgan_drift': (0, None, 'a finite number >= 0'),
+    'progressive.start_resolution': (4, None, 'a power of two >= 4'),
+    'progressive.fade_kimg': (0, None, 'a finite number of kimg >= 0'),
+    'progressive.stabilize_kimg': (0, None, 'a finite number of kimg >= 0'),
+    'progressive.default_batch_size': (1, None, 'a positive integer'),
+    'augment.p': (0, None, 'a finite probability multiplier >= 0'),
+    'augment.target': (0, 1, 'None (fixed p) or a target for E[sign(D(real))] in [0, 1]'),
+    'augment.ada_kimg': ((0, OPEN), None, 'a positive finite number of kimg'),
+    'augment.interval': (1, None, 'a positive integer'),
+    'mesh.data': (-1, None, '-1 (all devices) or a positive device count'),
+    'mesh.fsdp': (1, None, 'a positive number of devices (1: no parameter sharding)'),
+    'mesh.fsdp_min_size': (0, None, 'a number of elements >= 0'),
+    'checkpoint.every_steps': (1, None, 'a positive integer'),
+    'checkpoint.keep': (1, None, 'a positive integer'),
+    'log.every_steps': (1, None, 'a positive integer'),
+    'log.image_every_steps': (1, None, 'a positive integer'),
+    'log.grid_rows': (1, None, 'a positive integer'),
+    'log.grid_cols': (1, None, 'a positive integer'),
+    'log.grid_psi': (None, None, 'a finite truncation psi'),
+    'evals.every_kimg': (0, None, '0 (only at the end) or a finite interval in kimg'),
+    'evals.batch_size': (1, None, 'a positive integer'),
+    'evals.max_images': (0, None, "0 (the metrics' own counts) or a cap"),
+}
+
+
+def in_range(value, low, high) -> bool:
+  """`value` is a finite number (not a bool) within [low, high] (see NUMBERS for the ends)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    return False
+  for end, is_high in ((low, False), (high, True)):
+    if end is None:
+      continue
+    bound, is_open = (end[0], True) if isinstance(end, tuple) else (end, False)
+    if (value > bound if is_high else value < bound) or (is_open and value == bound):
+      return False
+  return True
+
+
+def _validate_numbers(config) -> None:
+  for key, (low, high, allowed) in NUMBERS.items():
+    try:
+      value = _get(config, key)
+    except (KeyError, AttributeError, TypeError):  # a knob or section older configs lack
+      continue
+    if value is None and key == 'augment.target':  # None: p stays fixed
+      continue
+    _require(in_range(value, low, high), key, value, allowed)
+  _require(config.mesh.data != 0, 'mesh.data', config.mesh.data, NUMBERS['mesh.data'][2])
 
 
 def validate(config, num_devices: int) -> None:
   """Raises ConfigError for the first impossible value."""
   t = config.train
-  for key in ('train.batch_size', 'checkpoint.every_steps', 'checkpoint.keep', 'log.every_steps',
-              'log.image_every_steps', 'log.grid_rows', 'log.grid_cols', 'model.z_dim',
-              'model.w_dim', 'model.channel_base', 'model.channel_max', 'train.pl_batch_shrink'):
-    _positive(config, key, integer=True)
-  for key in ('train.kimg', 'train.g_lr', 'train.d_lr', 'train.ema_kimg'):
-    _positive(config, key)
+  _validate_numbers(config)
   _require(t.batch_size % num_devices == 0, 'train.batch_size', t.batch_size,
            f'must be divisible by the {num_devices} devices of the mesh')
-  _require(isinstance(config.mesh.fsdp, int) and config.mesh.fsdp >= 1, 'mesh.fsdp',
-           config.mesh.fsdp, 'a positive number of devices (1: no parameter sharding)')
-  _require(config.mesh.fsdp_min_size >= 0, 'mesh.fsdp_min_size', config.mesh.fsdp_min_size,
-           'a number of elements >= 0')
-  _require(t.max_steps >= 0, 'train.max_steps', t.max_steps, '0 (no limit) or a step count')
-  for key in ('r1_interval', 'pl_interval'):
-    _require(t[key] >= 0, f'train.{key}', t[key], '0 (off) or a step interval')
-  for key in ('r1_gamma', 'pl_weight', 'ema_rampup'):
-    _require(t[key] >= 0 and math.isfinite(t[key]), f'train.{key}', t[key],
-             'a finite number >= 0')
-  for key in ('adam_b1', 'adam_b2', 'pl_decay', 'style_mixing_prob', 'w_avg_beta'):
-    _require(0 <= t[key] <= 1, f'train.{key}', t[key], 'a number in [0, 1]')
-  _require(t.adam_b2 < 1, 'train.adam_b2', t.adam_b2, 'below 1')
+  _require(t.pl_weight == 0 or t.pl_interval == 0 or t.pl_batch_shrink <= t.batch_size,
+           'train.pl_batch_shrink', t.pl_batch_shrink,
+           f'at most train.batch_size={t.batch_size} (the path-length pass needs one latent)')
   _require(t.nonfinite_action in ('halt', 'rollback'), 'train.nonfinite_action',
            t.nonfinite_action, "'halt' or 'rollback'")
-  _require(t.max_rollbacks >= 0, 'train.max_rollbacks', t.max_rollbacks, 'a count >= 0')
   _validate_augment(config)
-  _require(config.model.mapping_layers >= 1, 'model.mapping_layers', config.model.mapping_layers,
-           'at least 1')
-  _require(config.model.conv_clamp >= 0, 'model.conv_clamp', config.model.conv_clamp,
-           '0 (off) or a positive clamp')
-  _require(config.model.get('num_bf16_res', 0) >= 0, 'model.num_bf16_res',
-           config.model.get('num_bf16_res', 0), '0 (all float32) or more')
   # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
   group = config.model.mbstd_group_size
-  _require(group == 0 or (group >= 1 and t.batch_size % min(group, t.batch_size) == 0),
+  _require(group == 0 or t.batch_size % min(group, t.batch_size) == 0,
            'model.mbstd_group_size', group,
            f'0 (the whole minibatch) or >= 1 and dividing train.batch_size={t.batch_size}')
-  _require(config.model.mbstd_num_channels >= 1, 'model.mbstd_num_channels',
-           config.model.mbstd_num_channels, 'at least 1')
   _validate_progressive(config, num_devices)
   evals = config.get('evals')
   if evals is not None:
@@ -77,11 +148,6 @@ def validate(config, num_devices: int) -> None:
       registry.parse_list(evals.metrics)
     except ValueError as error:
       raise ConfigError(f'config.evals.metrics={evals.metrics!r} is not allowed: {error}') from None
-    _require(evals.every_kimg >= 0, 'evals.every_kimg', evals.every_kimg,
-             '0 (only at the end) or an interval in kimg')
-    _positive(config, 'evals.batch_size', integer=True)
-    _require(evals.max_images >= 0, 'evals.max_images', evals.max_images,
-             '0 (the metrics\' own counts) or a cap')
 
 
 def _validate_progressive(config, num_devices: int) -> None:
@@ -151,12 +217,6 @@ def _validate_augment(config) -> None:
   a = config.augment
   _require(a.pipe == 'none' or a.pipe in augment.PRESETS, 'augment.pipe', a.pipe,
            f"'none' or one of {', '.join(augment.PRESETS)}")
-  _require(math.isfinite(a.p) and a.p >= 0, 'augment.p', a.p,
-           'a finite probability multiplier >= 0')
-  _require(a.target is None or 0 <= a.target <= 1, 'augment.target', a.target,
-           'None (fixed p) or a target for E[sign(D(real))] in [0, 1]')
-  _positive(config, 'augment.ada_kimg')
-  _positive(config, 'augment.interval', integer=True)
   _require(a.pipe == 'none' or a.target is not None or a.p > 0, 'augment.p', a.p,
            f'above 0 with a fixed p (augment.target=None), or pipe {a.pipe!r} never augments')
 
