@@ -108,6 +108,7 @@ def run(main: Callable[..., Any], absl_flags: bool = False) -> NoReturn:
 
   if absl_flags:
     from absl import app  # pylint: disable=g-import-not-at-top
+    # Parses the flags, calls main(argv) and exits with its status.
     app.run(guarded, flags_parser=lambda argv: _parse_absl_flags(argv, show_traceback))
   status = guarded()
   sys.exit(status if isinstance(status, int) else 0)

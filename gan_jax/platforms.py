@@ -64,6 +64,10 @@ def _listdir(path: str) -> list[str]:
     return []
 
 
+def _libtpu_installed() -> bool:
+  return importlib.util.find_spec('libtpu') is not None
+
+
 def _plugin_platforms() -> Optional[set[str]]:
   """Platforms of the installed JAX PJRT plugins, found as JAX finds them (the jax_plugins
   namespace and the 'jax_plugins' entry points); None when one is not a CUDA or ROCm plugin."""
@@ -88,7 +92,7 @@ def choose(environ: Mapping[str, str] = os.environ, root: str = '/') -> Optional
   """The JAX_PLATFORMS value that keeps libtpu unloaded, or None to leave JAX's choice."""
   if 'JAX_PLATFORMS' in environ or tpu_present(root):
     return None
-  if not environ.get('TPU_LIBRARY_PATH') and importlib.util.find_spec('libtpu') is None:
+  if not environ.get('TPU_LIBRARY_PATH') and not _libtpu_installed():
     return None  # no libtpu: nothing to keep quiet
   plugins = _plugin_platforms()
   if plugins is None:

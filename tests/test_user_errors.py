@@ -193,8 +193,9 @@ def test_tpu_presence(tmp_path, files, present):
 
 
 def test_platform_choice(tmp_path, monkeypatch):
-  monkeypatch.setattr(platforms.importlib.util, 'find_spec',
-                      lambda name: object() if name == 'libtpu' else None)
+  monkeypatch.setattr(platforms, '_libtpu_installed', lambda: False)
+  assert platforms.choose({}, str(tmp_path)) is None  # no libtpu: nothing to keep quiet
+  monkeypatch.setattr(platforms, '_libtpu_installed', lambda: True)
   monkeypatch.setattr(platforms, '_plugin_platforms', lambda: set())
   assert platforms.choose({}, str(tmp_path)) == 'cpu'  # libtpu, no TPU, no accelerator
   assert platforms.choose({'JAX_PLATFORMS': ''}, str(tmp_path)) is None  # the user's choice
