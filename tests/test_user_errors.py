@@ -5,6 +5,7 @@ The command-line tests run the real entry points as subprocesses, on failures th
 anything is compiled (a few seconds each: the imports).
 """
 
+import importlib
 import os
 import subprocess
 import sys
@@ -156,6 +157,10 @@ def test_user_error_classes():
                 FileNotFoundError('x'), nvlabs_pickle.UnsafePickleError('x'),
                 nvlabs_pickle.UnreadablePickleError('x')):
     assert cli_errors.is_user_error(error), error
+  for module, name in cli_errors._USER_ERROR_CLASSES:  # pylint: disable=protected-access
+    # Matched by name: a renamed or moved class would silently become a 'bug'.
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, Exception) and cli_errors.is_user_error(cls('x')), (module, name)
   for error in (ValueError('x'), KeyError('x'), RuntimeError('x'), TypeError('x')):
     assert not cli_errors.is_user_error(error), error
   # ml_collections embeds the traceback of an error in a config file in its message.
