@@ -262,7 +262,7 @@ def test_failed_reprepare_leaves_dataset_intact(tree, tmp_path):
   assert os.listdir(data_dir / 'prepared') == ['keep']
 
 
-def test_empty_and_bad_sources(tmp_path, capsys):
+def test_empty_and_bad_sources(tmp_path):
   (tmp_path / 'empty').mkdir()
   write(tmp_path / 'empty', {'readme.txt': b'no images here'})
   with pytest.raises(pipeline.DatasetError, match='No image files'):
