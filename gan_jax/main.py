@@ -1,7 +1,9 @@
 """Entry point: python -m gan_jax.main --config experiments/FILE.py[:VARIANT] --workdir DIR.
 
 Any config value can be overridden on the command line, e.g. --config.train.kimg=10.
-Running the same command again resumes from the workdir's latest checkpoint.
+Running the same command again resumes from the workdir's latest checkpoint. A user error (bad
+flag, config value or file) ends in one line, exit status 2; --verbose_errors or
+GAN_JAX_VERBOSE_ERRORS=1 shows its traceback.
 """
 
 import logging as std_logging
