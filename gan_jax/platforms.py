@@ -21,6 +21,11 @@ A TPU counts as present (cheap checks, no library loaded) when any of these hold
   - /dev/accel* exists (TPU VMs up to v5e expose their chips as accel devices);
   - /dev/vfio/ holds a numbered group (v5p and v6e chips are bound to vfio; so may other
     passed-through devices, in which case JAX's own choice is kept).
+A GPU counts as present as JAX itself checks it: /dev/nvidia0, /dev/nvidiactl or /dev/dxg for
+CUDA, /dev/kfd or /dev/dxg for ROCm; so a GPU machine still starts its GPU ('cuda,cpu').
+
+`gan_jax.aot` starts libtpu on purpose (its compiler, for a TPU topology); there the variables
+libtpu asks for are set to the slice being compiled for (see `aot.topology_devices`).
 """
 
 import glob
