@@ -87,6 +87,18 @@ def commit_if_done(mngr: ocp.CheckpointManager) -> None:
     commit(mngr)
 
 
+def commit_after_error(mngr: ocp.CheckpointManager, error: Exception) -> None:
+  """Commits the save in flight when the loop fails for another reason (bad data, ...): it holds
+  good weights, and an uncommitted one would be set aside at the next start. Not after a failed
+  save, nor on a third Ctrl-C (KeyboardInterrupt, not an Exception), which means stop now."""
+  if isinstance(error, CheckpointError):
+    return
+  try:
+    commit(mngr)
+  except CheckpointError as e:
+    logging.error('%s', e)
+
+
 def finish(mngr: ocp.CheckpointManager) -> None:
   """Commits the last asynchronous save and raises CheckpointError if any save failed."""
   commit(mngr)

@@ -38,6 +38,7 @@ def rollback(error: NonFiniteError, ckpt, abstract, train_config, rollbacks: int
   moved aside, as at a start) with fresh random draws (so the same latents do not lead to the same
   blow-up), for train.nonfinite_action='rollback' within train.max_rollbacks; otherwise re-raises
   `error`. `rollbacks` counts this one."""
+  checkpointing.commit(ckpt)  # the save in flight was of good weights: the rerun may use it
   if (train_config.nonfinite_action != 'rollback' or rollbacks > train_config.max_rollbacks):
     raise error
   restored = checkpointing.restore_latest(ckpt, abstract)

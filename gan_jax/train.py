@@ -265,6 +265,9 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
                           'same command again to continue.', stop.reason, saved,
                           saved * batch_size / 1000)
           break
+    except Exception as e:  # pylint: disable=broad-except
+      checkpointing.commit_after_error(ckpt, e)
+      raise
     finally:
       data.close()
   checkpointing.finish(ckpt)

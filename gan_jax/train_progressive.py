@@ -233,6 +233,9 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
                           '%dx%d, alpha %.4f); run the same command again to continue.',
                           stop.reason, step, nimg / 1000, stage, stage, alpha)
           break
+    except Exception as e:  # pylint: disable=broad-except
+      checkpointing.commit_after_error(ckpt, e)
+      raise
     finally:
       if data is not None:
         data.close()

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
+from gan_jax import checkpoint_integrity
 from gan_jax import guard
 from gan_jax import preemption
 from gan_jax import train
@@ -54,6 +56,8 @@ def test_nan_halts_before_a_checkpoint_is_written(fake_source, tmp_path, monkeyp
     train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   kept = sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   assert kept == ['2']
+  # and committed (its manifest written), so the rerun the message advises resumes from it
+  assert checkpoint_integrity.verify(epath.Path(workdir / 'checkpoints' / '2')) is None
 
 
 def test_nan_with_rollback_restores_the_last_checkpoint_and_goes_on(fake_source, tmp_path,
