@@ -81,9 +81,11 @@ def commit(mngr: ocp.CheckpointManager) -> Optional[int]:
 
 
 def commit_if_done(mngr: ocp.CheckpointManager) -> None:
-  """Commits a finished asynchronous save without waiting for a running one (process 0, at a
-  tick): the window in which a kill loses a checkpoint Orbax already wrote stays short."""
-  if jax.process_index() == 0 and not mngr.is_saving_in_progress():
+  """Commits a finished asynchronous save without waiting for a running one (at a tick): the
+  window in which a kill loses a checkpoint Orbax already wrote stays short. Single-process runs
+  only: a failed save raised here on one process would leave the others in their next collective;
+  with several processes the next save, the stop or the end commits, on every process together."""
+  if jax.process_count() == 1 and not mngr.is_saving_in_progress():
     commit(mngr)
 
 
