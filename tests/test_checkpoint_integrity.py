@@ -229,6 +229,11 @@ def test_real_run_damaged_checkpoints_and_a_failed_start(fake_source, tmp_path, 
   assert int(state.step) == 6
   for step in (2, 4, 6):
     assert integrity.verify(epath.Path(ckpts / str(step))) is None
+  fresh = tmp_path / 'fresh'  # a resume from nowhere: one clear error, nothing written
+  with pytest.raises(checkpointing.ResumeNotFoundError, match='does not exist'):
+    train.train_and_evaluate(tiny_config(fake_source, **overrides, resume='/nonexistent'),
+                             str(fresh), devices=one)
+  assert not (fresh / 'config.json').exists()
 
 
 def test_two_sigints_still_save_and_the_rerun_resumes_there(fake_source, tmp_path):
