@@ -29,21 +29,23 @@ def check_finite(step_metrics: Sequence[tuple[int, dict]]) -> None:
       losses = ', '.join(f'{k}={float(np.asarray(v)):.4g}' for k, v in sorted(values.items()))
       raise NonFiniteError(
           f'Non-finite loss or weights at step {step} ({losses}). Nothing was saved from this '
-          'state: the last checkpoint in the workdir is intact. Lower the learning rates or '
-          'raise train.r1_gamma, then rerun the same command to resume from that checkpoint.')
+          'state. Lower the learning rates or raise train.r1_gamma, then rerun the same '
+          'command: it resumes from the newest checkpoint that verifies against its manifest.')
 
 
 def rollback(error: NonFiniteError, ckpt, abstract, train_config, rollbacks: int):
-  """After `check_finite` raised: (state, meta) of the last checkpoint with fresh random draws
-  (so the same latents do not lead to the same blow-up), for train.nonfinite_action='rollback'
-  within train.max_rollbacks; otherwise re-raises `error`. `rollbacks` counts this one."""
-  ckpt.wait_until_finished()
-  last = ckpt.latest_step()
-  if (train_config.nonfinite_action != 'rollback' or last is None or
-      rollbacks > train_config.max_rollbacks):
+  """After `check_finite` raised: (state, meta) of the newest intact checkpoint (a damaged one is
+  moved aside, as at a start) with fresh random draws (so the same latents do not lead to the same
+  blow-up), for train.nonfinite_action='rollback' within train.max_rollbacks; otherwise re-raises
+  `error`. `rollbacks` counts this one."""
+  checkpointing.commit(ckpt)  # the save in flight was of good weights: the rerun may use it
+  if (train_config.nonfinite_action != 'rollback' or rollbacks > train_config.max_rollbacks):
     raise error
-  state, meta = checkpointing.restore_step(ckpt, last, abstract)
+  restored = checkpointing.restore_latest(ckpt, abstract)
+  if restored is None:
+    raise error
+  state, meta = restored
   state = state.replace(rng=jax.random.fold_in(state.rng, rollbacks))
   logging.warning('%s Rolled back to the checkpoint of step %d (rollback %d of at most %d).',
-                  error, last, rollbacks, train_config.max_rollbacks)
+                  error, int(jax.device_get(state.step)), rollbacks, train_config.max_rollbacks)
   return state, meta

@@ -26,6 +26,7 @@ class StopRequest:
     self._signals = signals
     self._previous = {}
     self._event = threading.Event()
+    self._count = 0  # signals received
     self.reason = ''
 
   def __enter__(self) -> 'StopRequest':
@@ -42,9 +43,18 @@ class StopRequest:
     self._previous = {}
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
-    self.reason = signal.Signals(signum).name
-    if self._event.is_set() and signum == signal.SIGINT:
-      raise KeyboardInterrupt  # a second Ctrl-C: stop now
+    """The first signal asks for a stop and a save; a second one (an impatient Ctrl-C) does not
+    abort that save, which is what makes "saved" true; a third stops at once, and the next start
+    then resumes from the last committed checkpoint."""
+    name = signal.Signals(signum).name
+    self._count += 1
+    if self._count >= 3:
+      raise KeyboardInterrupt(f'{name} received a third time: stopping without saving')
+    if self._count == 2:
+      logging.warning('%s received again: still finishing the step and saving the checkpoint '
+                      '(send it once more to stop without saving).', name)
+      return
+    self.reason = name
     logging.warning('%s received: finishing the current step, then saving.', self.reason)
     self._event.set()
 

@@ -123,14 +123,15 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   is_main = jax.process_index() == 0
   mesh = sharding.make_mesh(config.mesh, devices)
   config_check.validate(config, mesh.size)  # before any data is read or anything compiled
-  # Process 0 prepares the dataset and the workdir; the others wait for it, then read them.
+  # Process 0 prepares the dataset and checks the workdir; the others wait for it, then read them.
+  # config.json is written only once a state is restored or initialised (`record_start`): a start
+  # that fails leaves the workdir as it found it.
+  interrupted = []
   if is_main:
     info = pipeline.dataset_info(config.data)
     config_check.validate_resolution(info.resolution)
     workdir_lib.check_compatible(workdir_path, config, config.start_over)
-    workdir_lib.report_incomplete(workdir_path)
-    workdir_path.mkdir(parents=True, exist_ok=True)
-    (workdir_path / 'config.json').write_text(config.to_json_best_effort(indent=2))
+    interrupted = workdir_lib.report_incomplete(workdir_path)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('gan_jax: dataset and workdir ready')
   if not is_main:
@@ -139,7 +140,8 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   if config.get('progressive') is not None and config.progressive.enabled:
     # ProGAN / StyleGAN growing: its own loop (imported here: it uses this module's helpers).
     from gan_jax import train_progressive  # pylint: disable=g-import-not-at-top
-    return train_progressive.train(config, workdir, workdir_path, mesh, info, is_main)
+    return train_progressive.train(config, workdir, workdir_path, mesh, info, is_main,
+                                   interrupted)
   G, D, c_dim = build(config, info)
   g_tx, d_tx = optim.make_optimizers(config.train)
   batch_size = config.train.batch_size
@@ -151,7 +153,9 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
 
   ckpt = checkpointing.manager(workdir, config.checkpoint)
   state, _, source = checkpointing.restore_or_init(
-      ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume)
+      ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume,
+      interrupted)
+  workdir_lib.record_start(workdir_path, config, is_main)
   step = int(jax.device_get(state.step))
   num_steps = total_steps(config.train)
   logging.info('Start from %s (step %d of %d). G %d params, D %d params, %d devices.', source,
@@ -245,6 +249,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
           writer.write_scalars(step, scalars)
           logging.info('step %d  %s  (compiled %d variants in %.0fs)', step, text,
                        len(compiled_variants), compile_sec)
+          checkpointing.commit_if_done(ckpt)
           tick_metrics, tick_start, tick_step = [], time.time(), step
         if step % config.log.image_every_steps == 0 or step == num_steps:
           write_grid(state, step)
@@ -255,10 +260,14 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
           evals.run(state.ema_params, state.ema_buffers, step)
           tick_start += time.time() - t0  # evaluation time is not training time
         if stopping:
+          saved = checkpointing.commit(ckpt)  # "saved" means committed: written and checksummed
           logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.2f); run the '
-                          'same command again to continue.', stop.reason, step,
-                          step * batch_size / 1000)
+                          'same command again to continue.', stop.reason, saved,
+                          saved * batch_size / 1000)
           break
+    except Exception as e:  # pylint: disable=broad-except
+      checkpointing.commit_after_error(ckpt, e)
+      raise
     finally:
       data.close()
   checkpointing.finish(ckpt)

@@ -34,6 +34,7 @@ from gan_jax import progressive_step
 from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train as train_lib
+from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
 from gan_jax.models import progan
 from gan_jax.models import stylegan
@@ -86,8 +87,10 @@ def make_sample_fn(G, target_resolution: int, mesh):
       params, buffers, *jax.device_put((z, c, psi, alpha), rep), stage)
 
 
-def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_main: bool):
-  """Runs the progressive schedule to config.train.kimg (or train.max_steps); returns the state."""
+def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_main: bool,
+          interrupted=()):
+  """Runs the progressive schedule to config.train.kimg (or train.max_steps); returns the state.
+  `interrupted`: the half-written saves workdir.report_incomplete found."""
   config_check.validate_progressive_resolution(config, info.resolution)
   G, D, c_dim = train_lib.build(config, info)
   schedule = Schedule(config.progressive, info.resolution)
@@ -107,7 +110,9 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
 
   ckpt = checkpointing.manager(workdir, config.checkpoint)
   state, meta, source = checkpointing.restore_or_init(
-      ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume)
+      ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume,
+      interrupted)
+  workdir_lib.record_start(workdir_path, config, is_main)
   step = int(jax.device_get(state.step))
   nimg, last_phase = _position(meta, step, schedule)
   total_nimg = int(round(config.train.kimg * 1000))
@@ -214,6 +219,7 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
         if at_tick:
           _log_tick(writer, tick_metrics, time.time() - tick_start, step, nimg, nimg - tick_nimg,
                     total_nimg, (stage, alpha, batch_size), compiled)
+          checkpointing.commit_if_done(ckpt)
           tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
         if step % config.log.image_every_steps == 0 or finished:
           t0 = time.time()
@@ -222,10 +228,14 @@ def train(config, workdir: str, workdir_path, mesh, info: pipeline.DataInfo, is_
         if due_save:
           save(state, step, nimg, stage, alpha, batch_size)
         if stopping:
+          checkpointing.commit(ckpt)  # "saved" means committed: written and checksummed
           logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.3f, stage '
                           '%dx%d, alpha %.4f); run the same command again to continue.',
                           stop.reason, step, nimg / 1000, stage, stage, alpha)
           break
+    except Exception as e:  # pylint: disable=broad-except
+      checkpointing.commit_after_error(ckpt, e)
+      raise
     finally:
       if data is not None:
         data.close()

@@ -84,3 +84,12 @@ def report_incomplete(workdir: epath.Path) -> list[str]:
     logging.warning('Ignoring incomplete checkpoint %s (a save was interrupted); resuming from '
                     'the last complete one.', name)
   return names
+
+
+def record_start(workdir: epath.Path, config, is_main: bool) -> None:
+  """Writes the resolved config to config.json (process 0), once a state has been restored or
+  initialised: a start that fails (another model's checkpoint, missing data) changes nothing,
+  so the command that made the workdir is not then refused as another experiment."""
+  if is_main:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=2))

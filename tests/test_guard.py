@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from etils import epath
 
+from gan_jax import checkpoint_integrity
 from gan_jax import guard
 from gan_jax import preemption
 from gan_jax import train
@@ -54,6 +56,8 @@ def test_nan_halts_before_a_checkpoint_is_written(fake_source, tmp_path, monkeyp
     train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   kept = sorted(p.name for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   assert kept == ['2']
+  # and committed (its manifest written), so the rerun the message advises resumes from it
+  assert checkpoint_integrity.verify(epath.Path(workdir / 'checkpoints' / '2')) is None
 
 
 def test_nan_with_rollback_restores_the_last_checkpoint_and_goes_on(fake_source, tmp_path,
@@ -126,3 +130,15 @@ def test_sigterm_to_a_real_run_checkpoints_and_exits_0(fake_source, tmp_path):
   assert 'SIGTERM received' in log and 'saved a checkpoint at step' in log
   saved = [int(p.name) for p in (tmp_path / 'run' / 'checkpoints').iterdir() if p.name.isdigit()]
   assert len(saved) == 1 and 3 <= saved[0] < 12500  # stopped early, at a step boundary
+
+
+def test_a_second_signal_does_not_abort_the_save_a_third_stops_at_once():
+  """Real SIGINTs to this process: the first asks for a stop, the second (an impatient Ctrl-C
+  during the save) is only logged, the third raises KeyboardInterrupt."""
+  with preemption.StopRequest() as stop:
+    signal.raise_signal(signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)
+    assert stop.requested(1, at_tick=False) and stop.reason == 'SIGINT'
+    with pytest.raises(KeyboardInterrupt, match='third time'):
+      signal.raise_signal(signal.SIGINT)
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back

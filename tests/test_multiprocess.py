@@ -13,6 +13,7 @@ The default runs only the regulariser-free step variant (one compile per program
 trains the tiny config (R1 and path-length steps too) from scratch on 2 processes and on 1.
 """
 
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,9 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from etils import epath
 
+from gan_jax import checkpoint_integrity
 from gan_jax import checkpointing
 from gan_jax import optim
 from gan_jax import sharding
@@ -190,6 +193,11 @@ def test_rerun_after_the_stop_continues_to_the_end(runs):
     assert f'Start from workdir checkpoint at step {s} ' in log
     assert f'step {N}  kimg' in log and f'step {s}  kimg' not in log
   assert _steps(runs['tmp'] / 'A') == [s, N]
+  for step in (s, N):  # committed by process 0, manifests covering both processes' files
+    root = epath.Path(runs['tmp'] / 'A' / 'checkpoints' / str(step))
+    assert checkpoint_integrity.verify(root) is None
+    files = json.loads((root / checkpoint_integrity.MANIFEST).read_text())['files']
+    assert any('ocdbt.process_1/' in f for f in files), sorted(files)
 
 
 def test_two_processes_reach_the_parameters_of_one_process_with_8_devices(runs):

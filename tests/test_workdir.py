@@ -77,6 +77,6 @@ def test_a_failed_save_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
 
   monkeypatch.setattr(mngr, 'save', disk_full)
   with pytest.raises(checkpointing.CheckpointError,
-                     match='at or before step 7 .*No space left.*rerun the same command'):
+                     match='at step 7 .*No space left.*rerun the same command'):
     checkpointing.save(mngr, _FakeState(7), {'step': 7})
   mngr.close()
