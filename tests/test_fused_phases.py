@@ -100,7 +100,7 @@ def test_fused_path_length_adds_its_gradient(setup):
     ws = G.apply(variables(g_params), z_pl, jnp.zeros((N // 2, 0)), method='map')
     synth = lambda w: G.apply(variables(g_params), w, method='synthesize',
                               rngs={'noise': keys[7]})
-    lengths = losses.path_lengths(synth, ws, keys[8])
+    lengths = losses.path_lengths(synth, ws, jax.random.normal(keys[8], (N // 2, 8, 8, 1)))
     penalty, _ = losses.path_length_penalty(lengths, state.pl_mean, 0.01)
     return jnp.mean(penalty) * weight
 
