@@ -163,6 +163,11 @@ class Phases:
     ws, buffers = self.map_ws(g_params, g_buffers, d, update_w_avg)
     return self.synth(g_params, buffers, ws, d), buffers
 
+  def d_fakes(self, g_params, g_buffers, draws: StepDraws):
+    """(fakes for D's phases, new G buffers): G gets no gradient from D's loss."""
+    fakes, buffers = self.run_g(g_params, g_buffers, draws.d_main, update_w_avg=True)
+    return jax.lax.stop_gradient(fakes), buffers
+
   def d_logits(self, d_params, images, c):
     return self.D.apply({'params': d_params}, images, c)
 
@@ -177,14 +182,16 @@ class Phases:
     pl_interval). Returns (loss, (new buffers, metrics, new pl_mean))."""
     cfg, loss, metrics, new_mean = self.cfg, 0.0, {}, pl_mean
     buffers = g_buffers
-    if main:  # w_avg tracks this phase's ws
+    # As NVIDIA's mapping in train mode, every G evaluation moves w_avg toward its batch's mean
+    # w (before mixing): G main, path length, and D main's fakes (`d_fakes`).
+    if main:
       fakes, buffers = self.run_g(g_params, buffers, draws.g_main, update_w_avg=True)
       fakes = self.augment(fakes, draws.aug[0], ada_p)
       fake_logits = self.d_logits(d_params, fakes, draws.g_main.c)
       loss = metrics['loss/G'] = losses.g_nonsaturating(fake_logits)
     if pl:
       d = draws.g_pl
-      ws, _ = self.map_ws(g_params, buffers, d, update_w_avg=False)
+      ws, buffers = self.map_ws(g_params, buffers, d, update_w_avg=True)
       lengths = losses.path_lengths(lambda w: self.synth(g_params, buffers, w, d), ws,
                                     draws.pl_noise)
       penalty, new_mean = losses.path_length_penalty(lengths, pl_mean, cfg.pl_decay)
@@ -271,8 +278,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
 
     # --- D main: logistic loss on reals and fakes of the updated G; R1 joins it with interval 1
     # ('Dboth'), else it is its own update on the reals.
-    fakes, _ = phases.run_g(g_params, g_buffers, draws.d_main, update_w_avg=False)
-    fakes = jax.lax.stop_gradient(fakes)
+    fakes, g_buffers = phases.d_fakes(g_params, g_buffers, draws)
     fuse_r1 = do_r1 and cfg.r1_interval == 1
     d_grad = jax.value_and_grad(phases.d_loss, has_aux=True)
     (_, (d_metrics, real_logits)), grads = d_grad(
