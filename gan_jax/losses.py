@@ -55,10 +55,14 @@ def path_lengths(synth_fn: Callable[[jax.Array], jax.Array], ws: jax.Array,
 
 
 def path_length_penalty(lengths: jax.Array, pl_mean: jax.Array, decay: float):
-  """Updates the running target pl_mean and returns (per-example penalty, new pl_mean)."""
+  """Updates the running target pl_mean and returns (per-example penalty, new pl_mean).
+
+  As NVIDIA's StyleGAN2Loss, the penalty uses the updated target without a stop-gradient: it
+  includes this batch, so `decay` times the gradient of the batch's mean length flows through it.
+  The returned new pl_mean (the state) is detached.
+  """
   new_mean = pl_mean + decay * (jnp.mean(lengths) - pl_mean)
-  new_mean = jax.lax.stop_gradient(new_mean)
-  return jnp.square(lengths - new_mean), new_mean
+  return jnp.square(lengths - new_mean), jax.lax.stop_gradient(new_mean)
 
 
 # --------------------------------------------------------------------------------------------
