@@ -224,7 +224,11 @@ class Phases:
 
 
 def apply_update(tx: optax.GradientTransformation, grads, opt_state, params):
-  """One optimizer step: (new params, new optimizer state)."""
+  """One optimizer step: (new params, new optimizer state). As NVIDIA's training loop, non-finite
+  gradient entries are replaced first (NaN -> 0, +-inf -> +-1e5), so one bad entry does not
+  poison a tensor; a non-finite loss still trips the step's non-finite guard."""
+  grads = jax.tree_util.tree_map(
+      lambda g: jnp.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5), grads)
   updates, opt_state = tx.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state
 
