@@ -7,6 +7,11 @@ regulariser is due is a static flag, so there are at most four compiled variants
 with interval 1 is not lazy: it joins its main phase in one update (NVIDIA's 'Gboth'/'Dboth'),
 and R1 then comes from the same forward pass on the reals as D's logistic loss.
 
+The phases (`Phases`) are deterministic functions of the parameters and the step's random inputs
+(`StepDraws`: latents, mixing cutoffs, noise keys, path-length directions), which the step derives
+from its key (`draw`) unless given; tests/test_nvlabs_step.py feeds NVIDIA's recorded draws and
+matches StyleGAN2-ADA-PyTorch's losses, gradients and Adam steps.
+
 With augmentation on (config.augment.pipe), every image D sees is augmented with probability
 state.ada_p — fakes in G main and D main, reals in D main and D R1 (R1 is the gradient with
 respect to the un-augmented reals, through the augmentation, as NVIDIA does) — and ADA moves

@@ -64,6 +64,20 @@ def adam(interval, weight):
   return optim.adam_lazy(LR, 0.0, 0.99, EPS, interval, weight)
 
 
+def test_discriminator_import_is_strict():
+  d_sd = fixture('d')
+  missing = {k: v for k, v in d_sd.items() if k != 'b4.out.bias'}
+  with pytest.raises(ValueError, match='missing: params/b4/out/bias'):
+    nvlabs.discriminator_variables_from_nvlabs(missing, D)
+  with pytest.raises(ValueError, match='unexpected NVIDIA tensor: params/b8/conv1/extra'):
+    nvlabs.discriminator_variables_from_nvlabs(
+        dict(d_sd, **{'b8.conv1.extra': np.zeros(3, np.float32)}), D)
+  wide = stylegan2.Discriminator(img_resolution=32, img_channels=3, channel_base=4096,
+                                 channel_max=128)
+  with pytest.raises(ValueError, match='shape mismatch at params/b32/conv0/weight'):
+    nvlabs.discriminator_variables_from_nvlabs(d_sd, wide)
+
+
 # --------------------------------------------------------------------------------------------
 # The recorded inputs.
 
