@@ -37,25 +37,32 @@ def logits_and_r1(d_fn: Callable[[jax.Array], jax.Array], reals: jax.Array
 
 
 def path_lengths(synth_fn: Callable[[jax.Array], jax.Array], ws: jax.Array,
-                 noise_key: jax.Array) -> jax.Array:
+                 noise: jax.Array) -> jax.Array:
   """Path lengths |J_w^T y| for random image-space directions y (StyleGAN2, Sec. 3.2).
 
-  `synth_fn` maps ws (N, num_ws, w_dim) to images (N, H, W, C). y ~ N(0, I) / sqrt(H*W), so the
-  length does not depend on the resolution. The gradient is summed over w_dim and averaged over
-  the num_ws copies before the square root, as in the paper's implementation. Returns (N,).
+  `synth_fn` maps ws (N, num_ws, w_dim) to images (N, H, W, C); `noise` is an N(0, I) draw of the
+  images' shape, and y = noise / sqrt(H*W), so the length does not depend on the resolution. The
+  gradient is summed over w_dim and averaged over the num_ws copies before the square root, as in
+  the paper's implementation. Returns (N,).
   """
   images, vjp = jax.vjp(synth_fn, ws)
+  if noise.shape != images.shape:
+    raise ValueError(f'noise {noise.shape} must have the images\' shape {images.shape}')
   height, width = images.shape[1], images.shape[2]
-  y = jax.random.normal(noise_key, images.shape, images.dtype) / jnp.sqrt(height * width)
+  y = noise.astype(images.dtype) / jnp.sqrt(height * width)
   (grads,) = vjp(y)
   return jnp.sqrt(jnp.mean(jnp.sum(jnp.square(grads), axis=2), axis=1))
 
 
 def path_length_penalty(lengths: jax.Array, pl_mean: jax.Array, decay: float):
-  """Updates the running target pl_mean and returns (per-example penalty, new pl_mean)."""
+  """Updates the running target pl_mean and returns (per-example penalty, new pl_mean).
+
+  As NVIDIA's StyleGAN2Loss, the penalty uses the updated target without a stop-gradient: it
+  includes this batch, so `decay` times the gradient of the batch's mean length flows through it.
+  The returned new pl_mean (the state) is detached.
+  """
   new_mean = pl_mean + decay * (jnp.mean(lengths) - pl_mean)
-  new_mean = jax.lax.stop_gradient(new_mean)
-  return jnp.square(lengths - new_mean), new_mean
+  return jnp.square(lengths - new_mean), jax.lax.stop_gradient(new_mean)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,11 @@ regulariser is due is a static flag, so there are at most four compiled variants
 with interval 1 is not lazy: it joins its main phase in one update (NVIDIA's 'Gboth'/'Dboth'),
 and R1 then comes from the same forward pass on the reals as D's logistic loss.
 
+The phases (`Phases`) are deterministic functions of the parameters and the step's random inputs
+(`StepDraws`: latents, mixing cutoffs, noise keys, path-length directions), which the step derives
+from its key (`draw`) unless given; tests/test_nvlabs_step.py feeds NVIDIA's recorded draws and
+matches StyleGAN2-ADA-PyTorch's losses, gradients and Adam steps.
+
 With augmentation on (config.augment.pipe), every image D sees is augmented with probability
 state.ada_p — fakes in G main and D main, reals in D main and D R1 (R1 is the gradient with
 respect to the un-augmented reals, through the augmentation, as NVIDIA does) — and ADA moves
@@ -77,11 +82,174 @@ def fake_labels(key, labels, c_dim):
   return jax.nn.one_hot(jax.random.permutation(key, labels), c_dim, dtype=jnp.float32)
 
 
+class GDraws(NamedTuple):
+  """The random inputs of one generator evaluation (NVIDIA's run_G)."""
+  z: jax.Array  # (N, z_dim)
+  c: jax.Array  # (N, c_dim) labels
+  mix_cutoff: jax.Array  # int32 (): ws[:, cutoff:] come from mix_z (num_ws: no mixing)
+  mix_z: Optional[jax.Array]  # (N, z_dim); None when style mixing is off
+  noise: jax.Array  # PRNG key of the synthesis noise inputs (noise_mode 'random')
+
+
+class StepDraws(NamedTuple):
+  """Every random input of one train step, so that the phases are deterministic functions."""
+  g_main: GDraws
+  g_pl: Optional[GDraws]  # path length (do_pl only): batch_size // pl_batch_shrink samples
+  pl_noise: Optional[jax.Array]  # (N_pl, H, W, C) N(0, 1): the path length's image directions
+  d_main: GDraws  # the fakes D sees
+  aug: jax.Array  # 4 keys: G main fakes, D main fakes, D main reals, R1 reals
+
+
+def draw(key: jax.Array, G, cfg: StepConfig, labels: jax.Array, do_pl: bool,
+         shard: Callable[[jax.Array], jax.Array] = lambda x: x) -> StepDraws:
+  """The step's random inputs from its key (fold_in(state.rng, state.step)).
+
+  Style mixing as NVIDIA: a cutoff uniform in [1, num_ws), used with probability
+  style_mixing_prob (else num_ws), and a second latent.
+  """
+  n, z_dim = cfg.batch_size, G.z_dim
+  keys = iter(jax.random.split(key, 16))
+
+  def g_draws(num):
+    z = shard(jax.random.normal(next(keys), (num, z_dim)))
+    c = fake_labels(next(keys), labels, cfg.c_dim)[:num]
+    k_mix, k_noise = next(keys), next(keys)
+    cutoff, mix_z = jnp.asarray(G.num_ws, jnp.int32), None
+    if cfg.style_mixing_prob > 0:
+      k_cut, k_prob, k_z = jax.random.split(k_mix, 3)
+      cutoff = jax.random.randint(k_cut, (), 1, G.num_ws)
+      cutoff = jnp.where(jax.random.uniform(k_prob, ()) < cfg.style_mixing_prob, cutoff,
+                         G.num_ws)
+      mix_z = shard(jax.random.normal(k_z, z.shape, z.dtype))
+    return GDraws(z, c, cutoff, mix_z, k_noise)
+
+  g_main = g_draws(n)
+  g_pl = pl_noise = None
+  if do_pl:
+    g_pl = g_draws(max(n // cfg.pl_batch_shrink, 1))
+    res = G.img_resolution
+    pl_noise = jax.random.normal(next(keys), (g_pl.z.shape[0], res, res, G.img_channels))
+  d_main = g_draws(n)
+  # Separate keys for the augmentations, so the other draws do not depend on whether ADA is on.
+  aug = jax.random.split(jax.random.fold_in(key, 1), 4)
+  return StepDraws(g_main, g_pl, pl_noise, d_main, aug)
+
+
+class Phases:
+  """The loss of each phase as a function of the parameters and the step's random inputs
+  (NVIDIA's StyleGAN2Loss.accumulate_gradients): differentiate them and apply `apply_update`.
+
+  `noise_mode` of the synthesis network: 'random' (training: fresh noise from the draws' keys)
+  or 'const' (the stored noise_const maps; reproducible, for comparisons with NVIDIA's code).
+  """
+
+  def __init__(self, G, D, cfg: StepConfig, shard: Callable[[jax.Array], jax.Array] = None,
+               noise_mode: str = 'random'):
+    self.G, self.D, self.cfg, self.noise_mode = G, D, cfg, noise_mode
+    self.shard = shard or (lambda x: x)
+
+  def map_ws(self, g_params, g_buffers, d: GDraws, update_w_avg: bool):
+    """Mapping with style mixing; returns (ws, new buffers)."""
+    G, variables = self.G, {'params': g_params, 'buffers': g_buffers}
+    ws, mutated = G.apply(variables, d.z, d.c, update_w_avg=update_w_avg, method='map',
+                          mutable=['buffers'])
+    if d.mix_z is not None:
+      ws2 = G.apply(variables, d.mix_z, d.c, method='map')
+      mix = (jnp.arange(ws.shape[1]) >= d.mix_cutoff)[None, :, None]
+      ws = jnp.where(mix, ws2, ws)
+    return ws, mutated['buffers']
+
+  def synth(self, g_params, g_buffers, ws, d: GDraws):
+    return self.G.apply({'params': g_params, 'buffers': g_buffers}, ws, method='synthesize',
+                        noise_mode=self.noise_mode, rngs={'noise': d.noise})
+
+  def run_g(self, g_params, g_buffers, d: GDraws, update_w_avg: bool):
+    """(images, new buffers) of one generator evaluation."""
+    ws, buffers = self.map_ws(g_params, g_buffers, d, update_w_avg)
+    return self.synth(g_params, buffers, ws, d), buffers
+
+  def d_fakes(self, g_params, g_buffers, draws: StepDraws):
+    """(fakes for D's phases, new G buffers): G gets no gradient from D's loss."""
+    fakes, buffers = self.run_g(g_params, g_buffers, draws.d_main, update_w_avg=True)
+    return jax.lax.stop_gradient(fakes), buffers
+
+  def d_logits(self, d_params, images, c):
+    return self.D.apply({'params': d_params}, images, c)
+
+  def augment(self, images, key, p):
+    if self.cfg.augment is None:
+      return images
+    return augment_lib.augment(key, images, p, self.cfg.augment)
+
+  def g_loss(self, g_params, g_buffers, d_params, draws: StepDraws, pl_mean, ada_p, main: bool,
+             pl: bool):
+    """G's loss: non-saturating on fresh fakes (main) and/or path length (pl, gain
+    pl_interval). Returns (loss, (new buffers, metrics, new pl_mean))."""
+    cfg, loss, metrics, new_mean = self.cfg, 0.0, {}, pl_mean
+    buffers = g_buffers
+    # As NVIDIA's mapping in train mode, every G evaluation moves w_avg toward its batch's mean
+    # w (before mixing): G main, path length, and D main's fakes (`d_fakes`).
+    if main:
+      fakes, buffers = self.run_g(g_params, buffers, draws.g_main, update_w_avg=True)
+      fakes = self.augment(fakes, draws.aug[0], ada_p)
+      fake_logits = self.d_logits(d_params, fakes, draws.g_main.c)
+      loss = metrics['loss/G'] = losses.g_nonsaturating(fake_logits)
+    if pl:
+      d = draws.g_pl
+      ws, buffers = self.map_ws(g_params, buffers, d, update_w_avg=True)
+      lengths = losses.path_lengths(lambda w: self.synth(g_params, buffers, w, d), ws,
+                                    draws.pl_noise)
+      penalty, new_mean = losses.path_length_penalty(lengths, pl_mean, cfg.pl_decay)
+      loss = loss + jnp.mean(penalty) * cfg.pl_weight * cfg.pl_interval
+      metrics['loss/G_pl_penalty'] = jnp.mean(penalty)
+      metrics['pl_mean'] = new_mean
+    return loss, (buffers, metrics, new_mean)
+
+  def d_loss(self, d_params, fakes, draws: StepDraws, reals, c_real, ada_p, main: bool, r1: bool):
+    """D's loss: logistic on reals and fakes (main) and/or R1 on the reals (r1, weight gamma / 2,
+    gain r1_interval; the gradient with respect to the un-augmented reals). With both, the two
+    come from one forward pass on the reals. Returns (loss, (metrics, real logits))."""
+    cfg, loss, metrics = self.cfg, 0.0, {}
+    if main:
+      fake_logits = self.d_logits(d_params, self.augment(fakes, draws.aug[1], ada_p),
+                                  draws.d_main.c)
+    aug_key = draws.aug[3] if r1 else draws.aug[2]
+    real_fn = lambda x: self.d_logits(d_params, self.augment(x, aug_key, ada_p), c_real)
+    if r1:
+      real_logits, penalty = losses.logits_and_r1(real_fn, reals)
+      metrics['loss/D_r1_penalty'] = jnp.mean(penalty)
+    else:
+      real_logits = real_fn(reals)
+    if main:
+      loss = losses.d_logistic(real_logits, fake_logits)
+      metrics.update({'loss/D': loss, 'scores/fake': jnp.mean(fake_logits)})
+    if r1:
+      loss = loss + jnp.mean(penalty) * (cfg.r1_gamma / 2) * cfg.r1_interval
+    return loss, (metrics, real_logits)
+
+
+def apply_update(tx: optax.GradientTransformation, grads, opt_state, params):
+  """One optimizer step: (new params, new optimizer state). As NVIDIA's training loop, non-finite
+  gradient entries are replaced first (NaN -> 0, +-inf -> +-1e5), so one bad entry does not
+  poison a tensor; a non-finite loss still trips the step's non-finite guard."""
+  grads = jax.tree_util.tree_map(
+      lambda g: jnp.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5), grads)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
+def ema_update(ema_params, params, beta):
+  """G_ema <- G + beta * (G_ema - G) (NVIDIA's p.lerp(p_ema, beta)), leaf by leaf."""
+  return jax.tree_util.tree_map(lambda e, p: p + (e - p) * beta, ema_params, params)
+
+
 def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
-                    cfg: StepConfig, batch_sharding: Optional[jax.sharding.Sharding] = None
-                    ) -> Callable[..., tuple[GANState, dict]]:
-  """Returns `train_step(state, batch, do_r1, do_pl) -> (state, metrics)`; jit it with the two
-  flags static. `batch` is {'image': (N, H, W, C) in [-1, 1], 'label': (N,) int32}."""
+                    cfg: StepConfig, batch_sharding: Optional[jax.sharding.Sharding] = None,
+                    noise_mode: str = 'random') -> Callable[..., tuple[GANState, dict]]:
+  """Returns `train_step(state, batch, do_r1, do_pl, draws=None) -> (state, metrics)`; jit it
+  with the two flags static. `batch` is {'image': (N, H, W, C) in [-1, 1], 'label': (N,) int32};
+  `draws` (a StepDraws) replaces the step's random inputs, which by default come from
+  fold_in(state.rng, state.step). `noise_mode`: see `Phases`."""
 
   def shard(x):
     # Generated latents carry no sharding of their own: keep the generator data-parallel.
@@ -89,124 +257,44 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
       return jax.lax.with_sharding_constraint(x, batch_sharding)
     return x
 
-  def map_ws(g_params, g_buffers, z, c, key, update_w_avg):
-    """Mapping with style mixing; returns (ws, new buffers)."""
-    variables = {'params': g_params, 'buffers': g_buffers}
-    ws, mutated = G.apply(variables, z, c, update_w_avg=update_w_avg, method='map',
-                          mutable=['buffers'])
-    if cfg.style_mixing_prob > 0:
-      num_ws = ws.shape[1]
-      k_cut, k_prob, k_z = jax.random.split(key, 3)
-      cutoff = jax.random.randint(k_cut, (), 1, num_ws)
-      cutoff = jnp.where(jax.random.uniform(k_prob, ()) < cfg.style_mixing_prob, cutoff, num_ws)
-      z2 = shard(jax.random.normal(k_z, z.shape, z.dtype))
-      ws2 = G.apply(variables, z2, c, method='map')
-      mix = (jnp.arange(num_ws) >= cutoff)[None, :, None]
-      ws = jnp.where(mix, ws2, ws)
-    return ws, mutated['buffers']
+  phases = Phases(G, D, cfg, shard, noise_mode)
 
-  def synth(g_params, g_buffers, ws, key):
-    return G.apply({'params': g_params, 'buffers': g_buffers}, ws, method='synthesize',
-                   rngs={'noise': key})
-
-  def d_logits(d_params, images, c):
-    return D.apply({'params': d_params}, images, c)
-
-  def augment(images, key, p):
-    if cfg.augment is None:
-      return images
-    return augment_lib.augment(key, images, p, cfg.augment)
-
-  def train_step(state: GANState, batch: dict, do_r1: bool, do_pl: bool):
+  def train_step(state: GANState, batch: dict, do_r1: bool, do_pl: bool,
+                 draws: Optional[StepDraws] = None):
     n = cfg.batch_size
-    key = jax.random.fold_in(state.rng, state.step)
-    keys = iter(jax.random.split(key, 16))
     reals, labels = batch['image'], batch['label']
+    if draws is None:
+      draws = draw(jax.random.fold_in(state.rng, state.step), G, cfg, labels, do_pl, shard)
     c_real = (jax.nn.one_hot(labels, cfg.c_dim, dtype=jnp.float32) if cfg.c_dim
               else jnp.zeros((n, 0), jnp.float32))
-    z_dim = G.z_dim
     metrics = {}
-    # Separate keys for the augmentations, so the other draws do not depend on whether ADA is on.
-    aug_keys = iter(jax.random.split(jax.random.fold_in(key, 1), 4))
 
-    # --- G main: non-saturating loss on fresh fakes; w_avg tracks this phase's ws.
-    z = shard(jax.random.normal(next(keys), (n, z_dim)))
-    c = fake_labels(next(keys), labels, cfg.c_dim)
-    k_mix, k_noise, k_aug_g = next(keys), next(keys), next(aug_keys)
-
+    # --- G main, then path length: lazily its own update, or with interval 1 in the same one
+    # (NVIDIA's 'Gboth').
     fuse_pl = do_pl and cfg.pl_interval == 1
-    if do_pl:
-      n_pl = max(n // cfg.pl_batch_shrink, 1)
-      z_pl = shard(jax.random.normal(next(keys), (n_pl, z_dim)))
-      c_pl = fake_labels(next(keys), labels, cfg.c_dim)[:n_pl]
-      k_pl_mix, k_pl_noise, k_y = next(keys), next(keys), next(keys)
+    g_grad = jax.value_and_grad(phases.g_loss, has_aux=True)
+    (_, (g_buffers, g_metrics, pl_mean)), grads = g_grad(
+        state.g_params, state.g_buffers, state.d_params, draws, state.pl_mean, state.ada_p,
+        main=True, pl=fuse_pl)
+    g_params, g_opt = apply_update(g_tx, grads, state.g_opt, state.g_params)
+    metrics.update(g_metrics)
+    if do_pl and not fuse_pl:
+      (_, (g_buffers, g_metrics, pl_mean)), grads = g_grad(
+          g_params, g_buffers, state.d_params, draws, state.pl_mean, state.ada_p, main=False,
+          pl=True)
+      g_params, g_opt = apply_update(g_tx, grads, g_opt, g_params)
+      metrics.update(g_metrics)
 
-    def pl_loss(g_params, g_buffers):
-      ws, _ = map_ws(g_params, g_buffers, z_pl, c_pl, k_pl_mix, update_w_avg=False)
-      lengths = losses.path_lengths(lambda w: synth(g_params, g_buffers, w, k_pl_noise), ws, k_y)
-      penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, cfg.pl_decay)
-      return jnp.mean(penalty) * cfg.pl_weight * cfg.pl_interval, (penalty, new_mean)
-
-    def g_main_loss(g_params):
-      ws, buffers = map_ws(g_params, state.g_buffers, z, c, k_mix, update_w_avg=True)
-      fakes = augment(synth(g_params, buffers, ws, k_noise), k_aug_g, state.ada_p)
-      fake_logits = d_logits(state.d_params, fakes, c)
-      loss = losses.g_nonsaturating(fake_logits)
-      pl_aux = None
-      if fuse_pl:  # pl_interval 1: one G update for both terms (NVIDIA's 'Gboth')
-        pl_term, pl_aux = pl_loss(g_params, state.g_buffers)
-        loss, pl_aux = loss + pl_term, (loss, pl_aux)
-      return loss, (buffers, fake_logits, pl_aux)
-
-    (g_loss, (g_buffers, _, pl_aux)), g_grads = jax.value_and_grad(g_main_loss, has_aux=True)(
-        state.g_params)
-    updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    pl_mean = state.pl_mean
-    if fuse_pl:
-      g_loss, (penalty, pl_mean) = pl_aux
-    elif do_pl:  # G path-length regularisation, lazy: its own update
-      (_, (penalty, pl_mean)), grads = jax.value_and_grad(pl_loss, has_aux=True)(
-          g_params, g_buffers)
-      updates, g_opt = g_tx.update(grads, g_opt, g_params)
-      g_params = optax.apply_updates(g_params, updates)
-    metrics['loss/G'] = g_loss
-    if do_pl:
-      metrics['loss/G_pl_penalty'] = jnp.mean(penalty)
-      metrics['pl_mean'] = pl_mean
-
-    # --- D main: logistic loss on reals and fakes of the updated G.
-    z = shard(jax.random.normal(next(keys), (n, z_dim)))
-    c = fake_labels(next(keys), labels, cfg.c_dim)
-    ws, _ = map_ws(g_params, g_buffers, z, c, next(keys), update_w_avg=False)
-    fakes = jax.lax.stop_gradient(synth(g_params, g_buffers, ws, next(keys)))
-    fakes_aug = augment(fakes, next(aug_keys), state.ada_p)
-    reals_aug = augment(reals, next(aug_keys), state.ada_p)
-
+    # --- D main: logistic loss on reals and fakes of the updated G; R1 joins it with interval 1
+    # ('Dboth'), else it is its own update on the reals.
+    fakes, g_buffers = phases.d_fakes(g_params, g_buffers, draws)
     fuse_r1 = do_r1 and cfg.r1_interval == 1
-    k_aug_r1 = next(aug_keys)
-
-    def r1_term(penalty):
-      return jnp.mean(penalty) * (cfg.r1_gamma / 2) * cfg.r1_interval
-
-    def d_main_loss(d_params):
-      fake_logits = d_logits(d_params, fakes_aug, c)
-      if fuse_r1:  # r1_interval 1: logistic loss and R1 from one forward on the reals
-        real_fn = lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real)
-        real_logits, penalty = losses.logits_and_r1(real_fn, reals)
-        loss = losses.d_logistic(real_logits, fake_logits)
-        return loss + r1_term(penalty), (loss, real_logits, fake_logits, penalty)
-      real_logits = d_logits(d_params, reals_aug, c_real)
-      loss = losses.d_logistic(real_logits, fake_logits)
-      return loss, (loss, real_logits, fake_logits, None)
-
-    (_, (d_loss, real_logits, fake_logits, penalty)), d_grads = jax.value_and_grad(
-        d_main_loss, has_aux=True)(state.d_params)
-    updates, d_opt = d_tx.update(d_grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, updates)
-    metrics['loss/D'] = d_loss
+    d_grad = jax.value_and_grad(phases.d_loss, has_aux=True)
+    (_, (d_metrics, real_logits)), grads = d_grad(
+        state.d_params, fakes, draws, reals, c_real, state.ada_p, main=True, r1=fuse_r1)
+    d_params, d_opt = apply_update(d_tx, grads, state.d_opt, state.d_params)
+    metrics.update(d_metrics)
     metrics['scores/real'] = jnp.mean(real_logits)
-    metrics['scores/fake'] = jnp.mean(fake_logits)
     metrics['scores/real_sign'] = jnp.mean(jnp.sign(real_logits))
     ada_p, ada_stats = state.ada_p, state.ada_stats
     if cfg.augment is not None:
@@ -218,28 +306,19 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
         r_t = jnp.mean(jnp.sign(real_logits))
       metrics['aug/p'] = ada_p
       metrics['aug/rt'] = r_t
-
-    # --- D R1 regularisation, lazy: its own update on the reals.
     if do_r1 and not fuse_r1:
-
-      def r1_loss(d_params):
-        penalty = losses.r1_penalty(
-            lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real), reals)
-        return r1_term(penalty), penalty
-
-      (_, penalty), grads = jax.value_and_grad(r1_loss, has_aux=True)(d_params)
-      updates, d_opt = d_tx.update(grads, d_opt, d_params)
-      d_params = optax.apply_updates(d_params, updates)
-    if do_r1:
-      metrics['loss/D_r1_penalty'] = jnp.mean(penalty)
+      (_, (d_metrics, _)), grads = d_grad(d_params, fakes, draws, reals, c_real, state.ada_p,
+                                          main=False, r1=True)
+      d_params, d_opt = apply_update(d_tx, grads, d_opt, d_params)
+      metrics.update(d_metrics)
 
     # --- EMA of G: weights decay toward G, buffers (w_avg, noise_const) are copied.
     beta = ema_beta(state.step, cfg)
-    ema_params = jax.tree_util.tree_map(lambda e, p: p + (e - p) * beta, state.ema_params,
-                                        g_params)
+    ema_params = ema_update(state.ema_params, g_params, beta)
     metrics['ema_beta'] = beta
     # Non-finite guard, checked on the host only when a tick is logged or a checkpoint is due.
-    watched = [g_loss, d_loss, g_params, d_params] + [metrics[k] for k in metrics if 'penalty' in k]
+    watched = [metrics['loss/G'], metrics['loss/D'], g_params, d_params] + [
+        metrics[k] for k in metrics if 'penalty' in k]
     metrics['nonfinite'] = 1 - jnp.all(jnp.array(
         [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(watched)])).astype(jnp.int32)
 

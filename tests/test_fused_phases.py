@@ -72,8 +72,12 @@ def test_fused_r1_is_one_update_at_the_same_parameters(setup):
 
   want = jax.grad(r1_loss)(state.d_params)
   got = _delta(fused.d_opt, plain.d_opt)
-  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(w))))
+  # The difference of two float32 gradients: rounding of the logistic part (the plain gradient)
+  # bounds its accuracy where the R1 gradient is much smaller.
+  eps = float(np.finfo(np.float32).eps)
+  for g, w, p in zip(*(jax.tree_util.tree_leaves(t) for t in (got, want, plain.d_opt))):
+    atol = 1e-4 * float(jnp.max(jnp.abs(w))) + 4 * eps * float(jnp.max(jnp.abs(p)))
+    np.testing.assert_allclose(g, w, rtol=1e-3, atol=atol)
   # G's gradient does not see R1; the logistic part and the penalty are reported separately.
   for a, b in zip(jax.tree_util.tree_leaves(fused.g_opt),
                   jax.tree_util.tree_leaves(plain.g_opt)):
@@ -100,7 +104,7 @@ def test_fused_path_length_adds_its_gradient(setup):
     ws = G.apply(variables(g_params), z_pl, jnp.zeros((N // 2, 0)), method='map')
     synth = lambda w: G.apply(variables(g_params), w, method='synthesize',
                               rngs={'noise': keys[7]})
-    lengths = losses.path_lengths(synth, ws, keys[8])
+    lengths = losses.path_lengths(synth, ws, jax.random.normal(keys[8], (N // 2, 8, 8, 1)))
     penalty, _ = losses.path_length_penalty(lengths, state.pl_mean, 0.01)
     return jnp.mean(penalty) * weight
 

@@ -47,6 +47,18 @@ def test_adam_lazy_matches_adam_with_adjusted_hyperparameters():
   assert not np.allclose(got, _numpy_adam(grads, lr, b1, b2, eps), rtol=1e-3)
 
 
+def test_apply_update_replaces_nonfinite_gradients_as_nvidia():
+  # NVIDIA's loop: nan_to_num(grad, nan=0, posinf=1e5, neginf=-1e5) before opt.step().
+  tx = optim.adam(0.01, 0.0, 0.99, 1e-8)
+  params = {'a': jnp.zeros((4,))}
+  grads = {'a': jnp.array([jnp.nan, jnp.inf, -jnp.inf, 2.0])}
+  got, _ = train_step.apply_update(tx, grads, tx.init(params), params)
+  want, _ = train_step.apply_update(tx, {'a': jnp.array([0.0, 1e5, -1e5, 2.0])},
+                                    tx.init(params), params)
+  np.testing.assert_array_equal(got['a'], want['a'])
+  np.testing.assert_allclose(got['a'], [0.0, -0.01, 0.01, -0.01], rtol=1e-6)
+
+
 def _step_config(batch, ema_kimg, ema_rampup):
   t = ml_collections.ConfigDict(dict(
       batch_size=batch, r1_gamma=1.0, r1_interval=16, pl_weight=2.0, pl_interval=4,

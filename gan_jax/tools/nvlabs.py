@@ -1,4 +1,5 @@
-"""Import NVIDIA StyleGAN2-ADA-PyTorch generator weights (state-dict arrays) into our Generator.
+"""Import NVIDIA StyleGAN2-ADA-PyTorch weights (state-dict arrays) into our Generator and
+Discriminator.
 
 Our modules carry NVIDIA's names, so the conversion is a rename plus layout changes:
 
@@ -8,6 +9,11 @@ Our modules carry NVIDIA's names, so the conversion is a rename plus layout chan
   noise_const, w_avg                             -> 'buffers' collection
   *.resample_filter                              -> ignored (checked to be the [1,3,3,1] filter
                                                     our code uses as a numpy constant)
+
+The discriminator's names are the same on both sides too (b{res}.fromrgb/conv0/conv1/skip,
+b4.conv/fc/out, mapping.* when conditional); `b4.fc` needs no permutation because our epilogue
+flattens in NVIDIA's (C, H, W) order. `to_nvlabs_layout` is the inverse of the layout change (for
+comparing our parameters or gradients with NVIDIA's).
 
 The import is strict: an NVIDIA key we do not know, a variable of ours left unfilled, or a shape
 mismatch raises ValueError listing every problem.
@@ -37,6 +43,18 @@ def _convert(name: str, value: np.ndarray) -> np.ndarray:
     return value.T
   if name == 'const' and value.ndim == 3:
     return value.transpose(1, 2, 0)
+  return value
+
+
+def to_nvlabs_layout(name: str, value: np.ndarray) -> np.ndarray:
+  """NVIDIA's layout of one of our variables (the inverse of the import's layout change)."""
+  value = np.asarray(value)
+  if name == 'weight' and value.ndim == 4:
+    return value.transpose(3, 2, 0, 1)
+  if name == 'weight' and value.ndim == 2:
+    return value.T
+  if name == 'const' and value.ndim == 3:
+    return value.transpose(2, 0, 1)
   return value
 
 
@@ -75,11 +93,9 @@ def generator_kwargs_from_nvlabs(state_dict: Mapping[str, np.ndarray]) -> dict[s
               channel_base=channel_base, channel_max=channel_max)
 
 
-def _expected_variables(generator: stylegan2.Generator) -> dict:
-  """Shapes of every variable of `generator` (no computation, no allocation)."""
-  z = jnp.zeros((1, generator.z_dim), jnp.float32)
-  c = jnp.zeros((1, generator.c_dim), jnp.float32)
-  return jax.eval_shape(lambda: generator.init(jax.random.PRNGKey(0), z, c, noise_mode='const'))
+def _expected_variables(module, *inputs, **kwargs) -> dict:
+  """Shapes of every variable of `module` (no computation, no allocation)."""
+  return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *inputs, **kwargs))
 
 
 def generator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
@@ -92,11 +108,35 @@ def generator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
   """
   if generator is None:
     generator = stylegan2.Generator(**generator_kwargs_from_nvlabs(state_dict))
-  expected = _expected_variables(generator)
-  want_filter = layers.setup_filter((1, 3, 3, 1))
+  z = jnp.zeros((1, generator.z_dim), jnp.float32)
+  c = jnp.zeros((1, generator.c_dim), jnp.float32)
+  expected = _expected_variables(generator, z, c, noise_mode='const')
+  return _variables_from_nvlabs(state_dict, expected, 'generator', 'Generator')
 
+
+def discriminator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
+                                        discriminator: stylegan2.Discriminator) -> dict:
+  """{'params': ...} for our residual Discriminator from an NVIDIA discriminator state dict
+  (`training.networks.Discriminator(architecture='resnet')`, the StyleGAN2-ADA default).
+
+  The architecture is not read off the weights: build `discriminator` with NVIDIA's constructor
+  arguments (img_resolution, img_channels, c_dim, channel_base, channel_max, mbstd group size and
+  channels; conv_clamp does not change the weights).
+  """
+  d = discriminator
+  img = jnp.zeros((1, d.img_resolution, d.img_resolution, d.img_channels), jnp.float32)
+  c = jnp.zeros((1, d.c_dim), jnp.float32)
+  expected = _expected_variables(d, img, c)
+  return _variables_from_nvlabs(state_dict, expected, 'discriminator', 'Discriminator')
+
+
+def _variables_from_nvlabs(state_dict: Mapping[str, np.ndarray], expected: dict, what: str,
+                           ours: str) -> dict:
+  """Renames and converts `state_dict` into variable collections shaped like `expected`;
+  raises ValueError listing every key or shape that does not match."""
+  want_filter = layers.setup_filter((1, 3, 3, 1))
   problems = []
-  variables = {'params': {}, 'buffers': {}}
+  variables = {collection: {} for collection in expected}
   for key, value in state_dict.items():
     path = key.split('.')
     name = path[-1]
@@ -105,7 +145,7 @@ def generator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
         problems.append(f'{key}: resample filter differs from the [1, 3, 3, 1] filter we use')
       continue
     collection = 'buffers' if name in _BUFFERS else 'params'
-    node = variables[collection]
+    node = variables.setdefault(collection, {})
     for part in path[:-1]:
       node = node.setdefault(part, {})
     node[name] = _convert(name, value)
@@ -125,6 +165,6 @@ def generator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
                       f'want {tuple(want_flat[path].shape)}')
   if problems:
     raise cli_errors.UserError(
-        'NVIDIA generator state dict does not match our Generator:\n  ' +
+        f'NVIDIA {what} state dict does not match our {ours}:\n  ' +
         '\n  '.join(problems))
   return jax.tree_util.tree_map(jnp.asarray, variables)
