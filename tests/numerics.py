@@ -65,8 +65,8 @@ def assert_trees_close(actual: Any, expected: Any, rel: float, what: str = '',
   the leaves that share the path up to the first dict key (`.g_params`, `.g_opt[0].nu`, ...), i.e.
   one kind of quantity across all layers. Use that for states trained by Adam: a scalar such as a
   noise strength, a few learning-rate steps from zero, carries the float32 noise of its
-  gradient's cancelling sum at ~1e-4 of its own size (measured, 1 vs 8 devices), which is still
-  ~1e-7 of the weights next to it.
+  gradient's cancelling sum at ~1e-4 of its own size (measured, 1 vs 8 devices), which is
+  < 1e-7 of the weights next to it.
   """
   a_leaves, a_def = jax.tree_util.tree_flatten_with_path(actual)
   e_leaves, e_def = jax.tree_util.tree_flatten(expected)
