@@ -52,8 +52,8 @@ def _leaves(tree):
 
 # Two runs of the same steps by differently partitioned programs (1 vs 8 devices, FSDP, 2
 # processes) agree up to float32 summation order: measured (3 steps, 1 vs 8 devices; 1 step,
-# FSDP) at most 4.3e-7 of each metric, 7.9e-7 of an Adam moment group's largest |value| and
-# 6.2e-8 of the weights'. A sharding bug (a device's gradient or batch rows lost, keys drawn per
+# FSDP; 12 steps, 2 processes) at most 4.3e-7 of each metric, 7.9e-7 of an Adam moment group's
+# largest |value| and 6.2e-8 of the weights'. A sharding bug (a device's gradient or batch rows lost, keys drawn per
 # device) moves parameters by ~a learning-rate step (2.5e-3, weights are ~1).
 RUNS_REL = 1e-5
 
