@@ -40,7 +40,10 @@ def test_frechet_distance_matches_scipy(n1, n2, d):
   expected = _scipy_fid(mu1, sigma1, mu2, sigma2)
   got = frechet.frechet_distance(mu1, sigma1, mu2, sigma2)
   assert expected > 1.0
-  assert got == pytest.approx(expected, rel=1e-7)
+  # scipy's sqrtm of a singular product is itself only good to ~sqrt(eps * |eigenvalue|) per null
+  # direction, which depends on the LAPACK build: measured 1.8e-8 of the distance here (12 x 9
+  # samples in 48 dimensions), 1e-14 at full rank. A wrong term of the distance is O(1e-1).
+  assert got == pytest.approx(expected, rel=1e-6)
   # Symmetric in its two sets.
   assert frechet.frechet_distance(mu2, sigma2, mu1, sigma1) == pytest.approx(got, rel=1e-9)
 

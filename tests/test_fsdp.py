@@ -14,7 +14,7 @@ from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax.data import pipeline
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import _leaves, _run_steps, tiny_config
+from tests.test_train import _leaves, _run_steps, assert_runs_agree, tiny_config
 
 
 @pytest.mark.parametrize('shape,fsdp,min_size,spec', [
@@ -85,12 +85,7 @@ def test_fsdp_shards_the_state(two_runs):
 
 def test_fsdp_trains_like_data_parallel(two_runs):
   (s_dp, m_dp), (s_fsdp, m_fsdp) = two_runs
-  for a, b in zip(m_dp, m_fsdp):
-    assert a.keys() == b.keys()
-    for k in a:
-      np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
-  for a, b in zip(_leaves(s_dp), _leaves(s_fsdp)):
-    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+  assert_runs_agree(m_dp, m_fsdp, s_dp, s_fsdp, 'fsdp vs data parallel')
 
 
 def _abstract(config, fsdp_min_size=0):

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from gan_jax.models import layers
+from tests import numerics
 
 FIR = layers.setup_filter((1, 3, 3, 1))
+# float32 layers against float64 numpy: measured <= ~6e-7 of each output's largest element; a wrong
+# filter tap, pad, gain or flip is off by >= ~1e-1 of it.
+REL = 1e-5
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +148,7 @@ def test_upfirdn2d_matches_numpy(up, down, pad, flip, separable):
                          gain=1.5)
   want = ref_upfirdn2d(x, f, up, down, pad, flip, gain=1.5)
   assert got.shape == want.shape
-  np.testing.assert_allclose(np.asarray(got), want, atol=2e-5, rtol=1e-5)
+  numerics.assert_close(got, want, REL, 'upfirdn2d')
 
 
 @pytest.mark.parametrize('h,w', [(4, 4), (6, 10)])
@@ -154,12 +158,11 @@ def test_up_and_downsample_sizes_and_values(h, w):
   down = layers.downsample2d(jnp.asarray(x), FIR)
   assert up.shape == (2, 2 * h, 2 * w, 3)
   assert down.shape == (2, h // 2, w // 2, 3)
-  np.testing.assert_allclose(up, ref_upfirdn2d(x, FIR, (2, 2), (1, 1), (2, 1, 2, 1), gain=4),
-                             atol=1e-5)
-  np.testing.assert_allclose(down, ref_upfirdn2d(x, FIR, (1, 1), (2, 2), (1, 1, 1, 1)), atol=1e-5)
+  numerics.assert_close(up, ref_upfirdn2d(x, FIR, (2, 2), (1, 1), (2, 1, 2, 1), gain=4), REL, 'up')
+  numerics.assert_close(down, ref_upfirdn2d(x, FIR, (1, 1), (2, 2), (1, 1, 1, 1)), REL, 'down')
   # A constant image stays constant in the interior (the filter is normalized, gain = up^2).
   ones = layers.upsample2d(jnp.ones((1, h, w, 1)), FIR)
-  np.testing.assert_allclose(ones[0, 2:-2, 2:-2], 1.0, atol=1e-6)
+  numerics.assert_close(ones[0, 2:-2, 2:-2], 1.0, REL, 'ones')  # gain 1 instead of 4: 0.75 off
 
 
 @pytest.mark.parametrize('k,pad', [(3, 1), (5, 0), (4, 2), (1, 0), (2, 1)])
@@ -171,7 +174,7 @@ def test_conv2d_resample_up_matches_scatter_then_fir(k, pad):
   want = ref_upfirdn2d(ref_conv_transpose(x, w), FIR, pad=(p0, p1, p0, p1), gain=4.0)
   got = layers.conv2d_resample(jnp.asarray(x), jnp.asarray(w), FIR, up=2, padding=pad)
   assert got.shape == want.shape
-  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-5)
+  numerics.assert_close(got, want, REL, 'conv2d_resample up')
 
 
 @pytest.mark.parametrize('k,pad', [(3, 1), (1, 0), (4, 1), (3, 0)])
@@ -181,7 +184,7 @@ def test_conv2d_resample_down_matches_fir_then_strided_conv(k, pad):
   want = ref_conv(ref_upfirdn2d(x, FIR, pad=(p0, p1, p0, p1)), w, stride=2)
   got = layers.conv2d_resample(jnp.asarray(x), jnp.asarray(w), FIR, down=2, padding=pad)
   assert got.shape == want.shape
-  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-5)
+  numerics.assert_close(got, want, REL, 'conv2d_resample down')
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,14 +201,14 @@ def test_modulated_conv2d_matches_numpy(demodulate, up):
                                 demodulate=demodulate, up=up, padding=1, resample_filter=FIR)
   want = ref_modulated(x, weight, styles, demodulate, up)
   assert got.shape == (3, 5 * up, 6 * up, 5)
-  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-5)
+  numerics.assert_close(got, want, REL, 'modulated conv')
 
 
 def test_modulated_conv2d_1x1_no_demod():
   x, weight, styles = _rand(2, 4, 4, 6), _rand(1, 1, 6, 3, seed=1), _rand(2, 6, seed=2)
   got = layers.modulated_conv2d(jnp.asarray(x), jnp.asarray(weight), jnp.asarray(styles),
                                 demodulate=False)
-  np.testing.assert_allclose(got, ref_modulated(x, weight, styles, False, 1), atol=1e-5)
+  numerics.assert_close(got, ref_modulated(x, weight, styles, False, 1), REL, '1x1 modulated conv')
 
 
 def test_demodulated_kernels_have_unit_norm():
@@ -221,7 +224,7 @@ def test_demodulated_kernels_have_unit_norm():
   y = layers.modulated_conv2d(jnp.asarray(x), weight, styles, demodulate=True, padding=1)
   kernel = np.asarray(y)[:, 1:4, 1:4, :]  # (in, 3, 3, out)
   norms = np.sqrt(np.sum(kernel.astype(np.float64) ** 2, axis=(0, 1, 2)))
-  np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+  numerics.assert_close(norms, 1.0, REL, 'demodulated kernel norms')
   # Without demodulation the norm is far from one for this weight.
   y = layers.modulated_conv2d(jnp.asarray(x), weight, styles, demodulate=False, padding=1)
   assert np.all(np.abs(np.sqrt(np.sum(np.asarray(y) ** 2, axis=(0, 1, 2))) - 1) > 0.5)
@@ -235,6 +238,7 @@ def test_bias_act_lrelu_gain_and_clamp():
   x = jnp.asarray([[-1.0, 2.0, 300.0]])
   b = jnp.asarray([0.5, -0.5, 0.0])
   s2 = math.sqrt(2)
+  # Element by element (no sums): rtol holds on any CPU; a missing sqrt(2) gain is 29% off.
   np.testing.assert_allclose(layers.bias_act(x, b, 'lrelu'),
                              [[-0.5 * 0.2 * s2, 1.5 * s2, 300 * s2]], rtol=1e-6)
   np.testing.assert_allclose(layers.bias_act(x, b, 'lrelu', clamp=256),
@@ -252,7 +256,7 @@ def test_equalized_dense_runtime_scaling(lr):
   w, b = np.asarray(params['weight'], np.float64), np.asarray(params['bias'], np.float64)
   pre = x @ (w * lr / math.sqrt(7)) + b * lr
   want = np.where(pre >= 0, pre, 0.2 * pre) * math.sqrt(2)
-  np.testing.assert_allclose(layer.apply({'params': params}, x), want, rtol=1e-5, atol=1e-6)
+  numerics.assert_close(layer.apply({'params': params}, x), want, REL, 'equalized dense')
 
 
 @pytest.mark.parametrize('lr', [0.01, 1.0])
@@ -292,7 +296,7 @@ def test_equalized_conv2d_matches_numpy(up, down):
   got = layer.apply({'params': params}, x)
   assert got.shape == (2, 6 * up // down, 8 * up // down, cout)
   assert np.mean(np.isclose(np.abs(y), 1.05)) > 0.02  # the clamp is exercised
-  np.testing.assert_allclose(np.asarray(got), y, atol=2e-5)
+  numerics.assert_close(got, y, REL, 'equalized conv')
 
 
 def test_equalized_conv2d_1x1_down_skip():
@@ -302,7 +306,7 @@ def test_equalized_conv2d_1x1_down_skip():
   assert set(params) == {'weight'}
   w = np.asarray(params['weight'], np.float64) / math.sqrt(3)
   want = ref_conv(ref_upfirdn2d(x, FIR, down=(2, 2), pad=(1, 1, 1, 1)), w) * math.sqrt(0.5)
-  np.testing.assert_allclose(layer.apply({'params': params}, x), want, atol=1e-5)
+  numerics.assert_close(layer.apply({'params': params}, x), want, REL, '1x1 down skip')
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +318,7 @@ def test_minibatch_std_matches_numpy(n, group, f):
   x = _rand(n, 3, 5, 4) * np.arange(1, n + 1, dtype=np.float32)[:, None, None, None]
   got = layers.minibatch_std(jnp.asarray(x), group_size=group, num_channels=f)
   assert got.shape == (n, 3, 5, 4 + f)
-  np.testing.assert_allclose(np.asarray(got), ref_minibatch_std(x, group, f), rtol=1e-5, atol=1e-6)
+  numerics.assert_close(got, ref_minibatch_std(x, group, f), REL, 'minibatch std')
 
 
 def test_minibatch_std_rejects_indivisible_batch():

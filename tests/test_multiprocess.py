@@ -35,7 +35,8 @@ from gan_jax import sharding
 from gan_jax import train
 from gan_jax.data import pipeline
 from tests.fake_data import write_fake_fashion_mnist
-from tests.test_train import PLAIN, cli_flags, tiny_config
+from tests import numerics
+from tests.test_train import PLAIN, RUNS_REL, cli_flags, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 N = 12  # steps of every run
@@ -110,14 +111,14 @@ def _target(tmp: Path):
 
 
 def _final(workdir: Path):
-  """(step, leaves as numpy) of a workdir's latest checkpoint."""
+  """(step, state as numpy) of a workdir's latest checkpoint."""
   mngr = ocp.CheckpointManager(workdir / 'checkpoints',
                                options=ocp.CheckpointManagerOptions(read_only=True),
                                item_names=('state', 'meta'))
   step = mngr.latest_step()
   state, _ = checkpointing.restore_step(mngr, step, _target(workdir.parent))
   mngr.close()
-  return step, [np.asarray(x) for x in jax.tree_util.tree_leaves(state)]
+  return step, jax.device_get(state)
 
 
 def _steps(workdir: Path) -> list[int]:
@@ -125,9 +126,9 @@ def _steps(workdir: Path) -> list[int]:
 
 
 def _assert_close(a, b, what):
-  assert len(a) == len(b)
-  for i, (x, y) in enumerate(zip(a, b)):
-    np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5, err_msg=f'{what}: leaf {i}')
+  # Each state group at its largest |value| (numerics.assert_trees_close by_group): after 12
+  # steps the runs here differ by at most 2.3e-7 of it (measured), 40x below RUNS_REL.
+  numerics.assert_trees_close(a, b, RUNS_REL, what, by_group=True)
 
 
 def _overrides(tmp: Path, extra: dict) -> dict:

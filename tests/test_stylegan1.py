@@ -13,8 +13,12 @@ import pytest
 from gan_jax import models
 from gan_jax.models import progan, stylegan
 from test_progan import np_conv, np_dense, np_lrelu, np_pixel_norm, np_pool, np_up, random_variables
+from tests import numerics
 
 TINY = dict(img_channels=3, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8)
+# float32 against float64 numpy / another float32 program: measured <= ~1e-6 of each tensor's
+# largest element; a wrong style, noise, blur or blend is >= 1e-2 off.
+REL = 1e-5
 
 
 def np_instance_norm(x):
@@ -52,8 +56,8 @@ def _f64(tree):
 
 def test_instance_norm_matches_numpy():
   x = np.random.RandomState(0).randn(3, 4, 4, 5).astype(np.float32) * 2 + 1
-  np.testing.assert_allclose(stylegan.instance_norm(jnp.asarray(x)),
-                             np_instance_norm(x.astype(np.float64)), rtol=1e-5, atol=1e-5)
+  numerics.assert_close(stylegan.instance_norm(jnp.asarray(x)),
+                        np_instance_norm(x.astype(np.float64)), REL, 'instance norm')
 
 
 def test_adain_epilogue_with_const_noise_matches_numpy():
@@ -66,10 +70,10 @@ def test_adain_epilogue_with_const_noise_matches_numpy():
   p = _f64(v['params'])
   want = np_epilogue(x.astype(np.float64), w.astype(np.float64), p,
                      noise=np.asarray(v['buffers']['noise_const'], np.float64))
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  numerics.assert_close(got, want, REL, 'epilogue, const noise')
   none = layer.apply(v, jnp.asarray(x), jnp.asarray(w), 'none')
-  np.testing.assert_allclose(none, np_epilogue(x.astype(np.float64), w.astype(np.float64), p),
-                             rtol=1e-4, atol=1e-4)
+  numerics.assert_close(none, np_epilogue(x.astype(np.float64), w.astype(np.float64), p), REL,
+                        'epilogue, no noise')
   with pytest.raises(ValueError, match='noise_mode must be one of'):
     layer.apply(v, jnp.asarray(x), jnp.asarray(w), 'fixed')
 
@@ -90,8 +94,9 @@ def test_random_noise_comes_from_the_noise_stream():
   # With zero strength the noise vanishes: 'random' equals 'none'.
   zero = jax.tree_util.tree_map(lambda t: t, v)
   zero['params']['noise_strength'] = jnp.zeros(3)
-  np.testing.assert_allclose(run(zero, jax.random.PRNGKey(0)),
-                             layer.apply(zero, jnp.asarray(x), jnp.asarray(w), 'none'), atol=1e-6)
+  numerics.assert_close(run(zero, jax.random.PRNGKey(0)),
+                        layer.apply(zero, jnp.asarray(x), jnp.asarray(w), 'none'), REL,
+                        'zero-strength noise')
 
 
 def test_affine_style_starts_at_scale_one_bias_zero():
@@ -115,9 +120,9 @@ def test_synthesis_block_with_blur_matches_numpy():
   y = np_epilogue(y, w64[:, 0], p['epilogue0'])
   want = np_epilogue(np_conv(y, p['conv1']['weight']), w64[:, 1], p['epilogue1'])
   assert got.shape == (2, 8, 8, 3)
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  numerics.assert_close(got, want, REL, 'synthesis block')
   want_rgb = np_conv(want, p['torgb']['weight'], p['torgb']['bias'])
-  np.testing.assert_allclose(rgb, want_rgb, rtol=1e-4, atol=1e-4)
+  numerics.assert_close(rgb, want_rgb, REL, 'torgb')
 
 
 @pytest.mark.parametrize('blur', [None, stylegan.BLUR])
@@ -130,7 +135,7 @@ def test_discriminator_block_matches_numpy(blur):
   if blur is not None:
     y = np_blur(y)
   want = np_pool(np_conv(y, p['conv1']['weight'], p['conv1']['bias'], act=True))
-  np.testing.assert_allclose(block.apply(v, jnp.asarray(x)), want, rtol=1e-4, atol=1e-4)
+  numerics.assert_close(block.apply(v, jnp.asarray(x)), want, REL, 'D block')
   assert stylegan.Discriminator(img_resolution=8, img_channels=3).blur_filter == stylegan.BLUR
 
 
@@ -151,7 +156,7 @@ def test_mapping_uses_lr_multiplier_001():
   for i in range(2):
     x = np_dense(x, _f64(v['params']['mapping'][f'fc{i}']), act=True, lr=0.01)
   assert ws.shape == (3, G.num_ws, 8)
-  np.testing.assert_allclose(ws, np.broadcast_to(x[:, None], ws.shape), rtol=1e-4, atol=1e-4)
+  numerics.assert_close(ws, np.broadcast_to(x[:, None], ws.shape), REL, 'mapping')
 
 
 @pytest.fixture(scope='module')
@@ -170,10 +175,10 @@ def test_truncation_cutoff_defaults_to_8_and_leaves_later_ws_untouched(g64):
   avg = np.asarray(v['buffers']['mapping']['w_avg'])
   assert G.num_ws == 10
   psi0 = np.asarray(G.apply(v, z, None, truncation_psi=0.0, method='map'))
-  np.testing.assert_allclose(psi0[:, :8], np.broadcast_to(avg, (4, 8, 8)), atol=1e-6)
+  numerics.assert_close(psi0[:, :8], np.broadcast_to(avg, (4, 8, 8)), REL, 'psi 0')
   np.testing.assert_array_equal(psi0[:, 8:], w[:, 8:])
   half = np.asarray(G.apply(v, z, None, truncation_psi=0.5, truncation_cutoff=3, method='map'))
-  np.testing.assert_allclose(half[:, :3], avg + 0.5 * (w[:, :3] - avg), atol=1e-5)
+  numerics.assert_close(half[:, :3], avg + 0.5 * (w[:, :3] - avg), REL, 'psi 0.5')
   np.testing.assert_array_equal(half[:, 3:], w[:, 3:])
 
 
@@ -183,7 +188,7 @@ def test_w_avg_tracks_the_batch_mean_with_beta_0995(g64):
   _, mutated = G.apply(v, z, None, update_w_avg=True, method='map', mutable=['buffers'])
   old = np.asarray(v['buffers']['mapping']['w_avg'], np.float64)
   want = w.mean(axis=0) + 0.995 * (old - w.mean(axis=0))
-  np.testing.assert_allclose(mutated['buffers']['mapping']['w_avg'], want, rtol=1e-5, atol=1e-6)
+  numerics.assert_close(mutated['buffers']['mapping']['w_avg'], want, REL, 'w_avg update')
 
 
 def test_mix_styles_switches_at_the_crossover():
@@ -235,14 +240,14 @@ def test_synthesis_at_alpha_one_is_the_network_built_at_that_resolution(synth):
   grown = synth['run']['G16'](v, ws, jnp.float32(1.0), stage=8)
   direct = synth['run']['G8'](small, ws[:, :4], jnp.float32(1.0), stage=8)
   assert grown.shape == (4, 8, 8, 3) and float(jnp.std(grown)) > 0
-  np.testing.assert_allclose(grown, direct, atol=1e-5)
+  numerics.assert_close(grown, direct, REL, 'grown to 8 vs built at 8')
 
 
 def test_synthesis_at_alpha_zero_is_the_previous_stage_upsampled(synth):
   run, v, ws = synth['run']['G16'], synth['v'], synth['ws']
   faded = run(v, ws, jnp.float32(0.0), stage=16)
   previous = run(v, ws, jnp.float32(1.0), stage=8)
-  np.testing.assert_allclose(faded, np_up(np.asarray(previous, np.float64)), atol=1e-5)
+  numerics.assert_close(faded, np_up(np.asarray(previous, np.float64)), REL, 'alpha 0')
   one = run(v, ws, jnp.float32(1.0), stage=16)
   assert float(jnp.abs(one - faded).max()) > 1e-2
   run(v, ws, jnp.float32(0.6), stage=16)

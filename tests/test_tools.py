@@ -103,7 +103,10 @@ def test_psi_zero_gives_the_average_image_for_every_seed(workdir, g, tmp_path):
     np.testing.assert_array_equal(image, images[0])
   # ... and that image is the synthesis of the tracked average w.
   w_avg = np.broadcast_to(g.w_avg, (1, g.num_ws, g.w_dim))
-  np.testing.assert_array_equal(images_lib.to_uint8(g.synthesis(w_avg))[0, ..., 0], images[0])
+  # Another program (synthesis alone): a pixel whose float value sits on a uint8 level boundary
+  # may round to the level below on another CPU, so one level is allowed, and nothing more.
+  direct = images_lib.to_uint8(g.synthesis(w_avg))[0, ..., 0].astype(np.int32)
+  assert np.abs(direct - images[0]).max() <= 1
   assert images[0].std() > 0
   z = np.random.RandomState(0).randn(4, g.z_dim)
   np.testing.assert_allclose(g(z, psi=0.0), np.repeat(g.synthesis(w_avg), 4, axis=0), rtol=0,
