@@ -35,7 +35,7 @@ from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train as train_lib
 from gan_jax.data import pipeline
-from gan_jax.models import progan
+from gan_jax.models import layers
 from gan_jax.models import stylegan
 from clu import metric_writers
 
@@ -79,7 +79,7 @@ def make_sample_fn(G, target_resolution: int, mesh):
                        noise_mode='const', stage=stage, alpha=alpha)
     else:  # ProGAN has no truncation
       images = G.apply({'params': params}, z, c, stage=stage, alpha=alpha)
-    return progan.upsample_nearest(images, target_resolution // stage)
+    return layers.upsample_nearest(images, target_resolution // stage)
 
   jitted = jax.jit(sample, static_argnums=(6,), out_shardings=rep)
   return lambda params, buffers, z, c, psi, alpha, stage: jitted(

@@ -19,6 +19,7 @@ from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import train_progressive
+from gan_jax.models import layers
 from gan_jax.models import progan
 from gan_jax.models import stylegan
 from tests.fake_data import write_fake_fashion_mnist
@@ -134,7 +135,7 @@ def test_box_downsample_matches_a_loop_and_the_model():
   want = np.array([[[x[n, 4 * i:4 * i + 4, 4 * j:4 * j + 4].astype(np.float64).mean(axis=(0, 1))
                      for j in range(2)] for i in range(2)] for n in range(2)])
   np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(got, progan.downsample_avg(jnp.asarray(x), 4), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got, layers.downsample_avg(jnp.asarray(x), 4), rtol=1e-6, atol=1e-6)
   assert progressive_step.box_downsample(x, 8) is x
   with pytest.raises(ValueError, match='cannot box-filter'):
     progressive_step.box_downsample(x, 3)

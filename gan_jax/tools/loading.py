@@ -28,6 +28,7 @@ import numpy as np
 from etils import epath
 
 from gan_jax import cli_errors
+from gan_jax.models import layers
 from gan_jax.models import progan
 from gan_jax.tools import export
 
@@ -61,7 +62,7 @@ class LoadedGenerator:
             {'stage': int(self.growth['stage']), 'alpha': float(self.growth['alpha'])})
 
     def upsample(images):
-      return progan.upsample_nearest(images, module.img_resolution // images.shape[1])
+      return layers.upsample_nearest(images, module.img_resolution // images.shape[1])
 
     def mapping(variables, z, c, psi, truncation_cutoff):
       return module.apply(variables, z, c, truncation_psi=psi,
