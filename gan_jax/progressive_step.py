@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from gan_jax import losses
+from gan_jax import models
 from gan_jax import train_step
 from gan_jax.models import layers
 from gan_jax.models import stylegan
@@ -87,7 +88,7 @@ def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
   reals box-filtered to the stage resolution), 'label': (N,) int32}."""
   if cfg.loss not in LOSSES:
     raise ValueError(f'loss must be one of {LOSSES}, got {cfg.loss!r}')
-  is_style = isinstance(G, stylegan.Generator)
+  is_style = models.family_of(G).w_space
 
   def shard(x):
     if batch_sharding is not None and x.shape[0] % batch_sharding.mesh.size == 0:

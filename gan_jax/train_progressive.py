@@ -28,6 +28,7 @@ from gan_jax import checkpointing
 from gan_jax import config_check
 from gan_jax import guard
 from gan_jax import images as images_lib
+from gan_jax import models
 from gan_jax import preemption
 from gan_jax import progressive
 from gan_jax import progressive_step
@@ -36,7 +37,6 @@ from gan_jax import state as state_lib
 from gan_jax import train as train_lib
 from gan_jax.data import pipeline
 from gan_jax.models import layers
-from gan_jax.models import stylegan
 from clu import metric_writers
 
 
@@ -70,7 +70,7 @@ def phase_of(stage: int, alpha: float) -> tuple[int, bool]:
 def make_sample_fn(G, target_resolution: int, mesh):
   """jit(params, buffers, z, c, psi, alpha, stage) -> images at the stage, nearest-upsampled to
   the target resolution (the same grid size all run long); G_ema with constant noise."""
-  is_style = isinstance(G, stylegan.Generator)
+  is_style = models.family_of(G).w_space
   rep = sharding.replicated(mesh)
 
   def sample(params, buffers, z, c, psi, alpha, stage):
