@@ -50,8 +50,8 @@ def _resolve_from(module: str, node: ast.ImportFrom, known: set[str]) -> str:
 
 
 def imports_of(module: str, tree: ast.Module, known: set[str]) -> dict[str, str]:
-  """{local name: what it names} for every import in `tree` (any depth), where what it names is
-  a gan_jax module ('gan_jax.models.progan') or a module attribute ('gan_jax.models.layers.lerp')."""
+  """{local name: what it names} for every import in `tree` (any depth): a module
+  ('gan_jax.models.progan') or a module's attribute ('gan_jax.models.layers.lerp')."""
   names = {}
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
