@@ -183,7 +183,8 @@ def test_unpickler_rejects_os_system(tmp_path):
 
   data = pickle.dumps(Exploit(), protocol=2)
   assert b'system' in data
-  with pytest.raises(torch_pickle.UnsafePickleError, match="refusing to load global 'posix.system'"):
+  with pytest.raises(torch_pickle.UnsafePickleError,
+                     match="refusing to load global 'posix.system'"):
     torch_pickle.restricted_load(io.BytesIO(data), torchscript_weights.GLOBALS,
                                  classes=torchscript_weights.ScriptClasses())
   handmade = _pickle_ops(('global', 'os', 'system'), f'touch {marker}', TUPLE1, REDUCE)

@@ -5,9 +5,10 @@ network pickles are downloaded from the internet. So this module unpickles with 
 (the mechanism, torch's storages and tensors, and the errors are `gan_jax.torch_pickle`'s; the
 list below is this module's). Every global the stream asks for is looked up in a table of small
 functions that build plain data (dicts, numpy arrays, `PersistentObject` records); any other
-global — `os.system`, `builtins.eval`, a torch module class — raises `UnsafePickleError` naming it,
-instead of being called. Nothing from the file is ever executed, imported or compiled (the Python source that
-NVIDIA's persistence mechanism embeds in every network object is ignored, not even read).
+global — `os.system`, `builtins.eval`, a torch module class — raises `UnsafePickleError` naming
+it, instead of being called. Nothing from the file is ever executed, imported or compiled (the
+Python source that NVIDIA's persistence mechanism embeds in every network object is ignored, not
+even read).
 
 Formats:
 
