@@ -34,8 +34,8 @@ _USER_ERROR_CLASSES = (
     ('gan_jax.checkpointing', 'CheckpointError'),
     ('gan_jax.workdir', 'WorkdirError'),
     ('gan_jax.guard', 'NonFiniteError'),
-    ('gan_jax.tools.nvlabs_pickle', 'UnsafePickleError'),
-    ('gan_jax.tools.nvlabs_pickle', 'UnreadablePickleError'),
+    ('gan_jax.torch_pickle', 'UnsafePickleError'),  # also named in gan_jax.tools.nvlabs_pickle
+    ('gan_jax.torch_pickle', 'UnreadablePickleError'),
     ('absl.app', 'UsageError'),
     ('absl.flags', 'Error'),
 )

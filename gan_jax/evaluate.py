@@ -26,10 +26,10 @@ import jax
 import ml_collections
 
 from gan_jax import cli_errors
+from gan_jax import models
 from gan_jax import sharding
 from gan_jax.metrics import evaluator as evaluator_lib
 from gan_jax.metrics import registry
-from gan_jax.models import progan
 from gan_jax.tools import export
 
 
@@ -85,9 +85,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         f'step {step} of this progressive run had not finished growing (stage '
         f'{growth["stage"]}, alpha {growth["alpha"]:.3f}): metrics compare images at the full '
         f'{G.img_resolution}x{G.img_resolution}; evaluate a later step')
-  if isinstance(G, progan.Generator) and any(s.family == 'ppl' for s in specs):
-    raise cli_errors.UserError('ppl metrics walk the W space; a ProGAN generator has none (fid, '
-                                'kid and pr work)')
+  family = models.family_of(G)
+  if not family.w_space and any(s.family == 'ppl' for s in specs):
+    raise cli_errors.UserError(f'ppl metrics walk the W space; a {family.title} generator has '
+                                'none (fid, kid and pr work)')
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1}))
   evaluator = evaluator_lib.Evaluator(
       data_config(args.workdir, args.data_dir), mesh, batch_size=args.batch_size,

@@ -15,7 +15,8 @@ paper's is {256: 14, 512: 6, 1024: 3}) with `default_batch_size` (the official m
 16) for the resolutions not in it.
 
 Use: each training step calls `schedule(images_seen / 1000, ...)`, jits the step once per stage
-(stage static) and passes alpha as a traced float32 scalar (`gan_jax.models.progan`).
+(stage static) and passes alpha as a traced float32 scalar (`gan_jax.models.progan`; the fade-in
+helpers are in `gan_jax.models.layers`).
 """
 
 import math

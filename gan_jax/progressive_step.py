@@ -3,7 +3,7 @@
 One call processes one minibatch at one stage of the growing schedule (`gan_jax.progressive`):
 
   D: reals brought to the stage resolution and blended during the fade-in
-     (`progan.real_images_at`), fakes of the current G, then one Adam step on
+     (`layers.real_images_at`), fakes of the current G, then one Adam step on
        'wgan_gp'        D(G(z)) - D(x) + lambda * GP + drift * D(x)^2          (ProGAN)
        'nonsaturating'  softplus(D(G(z))) + softplus(-D(x)) + gamma / 2 * R1   (StyleGAN)
   G: fresh latents against the updated D, one Adam step on -D(G(z)) ('wgan_gp') or
@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import optax
 
 from gan_jax import losses
+from gan_jax import models
 from gan_jax import train_step
-from gan_jax.models import progan
+from gan_jax.models import layers
 from gan_jax.models import stylegan
 from gan_jax.state import GANState
 
@@ -75,7 +76,7 @@ def ema_beta(batch_size: int, nimg: jax.Array, cfg: ProgressiveStepConfig) -> ja
 
 def ws_in_use(stage: int) -> int:
   """StyleGAN ws read up to the blocks of `stage`: two per resolution 4..stage."""
-  return 2 * progan.log2_resolution(stage) - 2
+  return 2 * layers.log2_resolution(stage) - 2
 
 
 def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
@@ -87,7 +88,7 @@ def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
   reals box-filtered to the stage resolution), 'label': (N,) int32}."""
   if cfg.loss not in LOSSES:
     raise ValueError(f'loss must be one of {LOSSES}, got {cfg.loss!r}')
-  is_style = isinstance(G, stylegan.Generator)
+  is_style = models.family_of(G).w_space
 
   def shard(x):
     if batch_sharding is not None and x.shape[0] % batch_sharding.mesh.size == 0:
@@ -126,7 +127,7 @@ def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
     labels = batch['label']
     c_real = (jax.nn.one_hot(labels, cfg.c_dim, dtype=jnp.float32) if cfg.c_dim
               else jnp.zeros((n, 0), jnp.float32))
-    reals = progan.real_images_at(batch['image'], stage, alpha)
+    reals = layers.real_images_at(batch['image'], stage, alpha)
 
     def d_scores(d_params, images, c):
       return D.apply({'params': d_params}, images, c, stage=stage, alpha=alpha)
@@ -211,7 +212,7 @@ def reset_optimizers(g_tx, d_tx, state_sharding):
 
 def box_downsample(images, resolution: int):
   """Host-side (numpy) box filter of (N, H, W, C) images to resolution x resolution: what
-  `progan.downsample_avg` computes, done before the transfer so a low stage does not ship
+  `layers.downsample_avg` computes, done before the transfer so a low stage does not ship
   full-size images to the devices."""
   n, h, w, c = images.shape
   factor = h // resolution

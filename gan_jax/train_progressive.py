@@ -28,6 +28,7 @@ from gan_jax import checkpointing
 from gan_jax import config_check
 from gan_jax import guard
 from gan_jax import images as images_lib
+from gan_jax import models
 from gan_jax import preemption
 from gan_jax import progressive
 from gan_jax import progressive_step
@@ -36,8 +37,7 @@ from gan_jax import state as state_lib
 from gan_jax import train as train_lib
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
-from gan_jax.models import progan
-from gan_jax.models import stylegan
+from gan_jax.models import layers
 from clu import metric_writers
 
 
@@ -71,7 +71,7 @@ def phase_of(stage: int, alpha: float) -> tuple[int, bool]:
 def make_sample_fn(G, target_resolution: int, mesh):
   """jit(params, buffers, z, c, psi, alpha, stage) -> images at the stage, nearest-upsampled to
   the target resolution (the same grid size all run long); G_ema with constant noise."""
-  is_style = isinstance(G, stylegan.Generator)
+  is_style = models.family_of(G).w_space
   rep = sharding.replicated(mesh)
 
   def sample(params, buffers, z, c, psi, alpha, stage):
@@ -80,7 +80,7 @@ def make_sample_fn(G, target_resolution: int, mesh):
                        noise_mode='const', stage=stage, alpha=alpha)
     else:  # ProGAN has no truncation
       images = G.apply({'params': params}, z, c, stage=stage, alpha=alpha)
-    return progan.upsample_nearest(images, target_resolution // stage)
+    return layers.upsample_nearest(images, target_resolution // stage)
 
   jitted = jax.jit(sample, static_argnums=(6,), out_shardings=rep)
   return lambda params, buffers, z, c, psi, alpha, stage: jitted(

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gan_jax import torch_pickle
 from gan_jax.metrics import fetch
 from gan_jax.metrics import inception
 from gan_jax.metrics import torchscript_weights
@@ -188,15 +189,34 @@ def test_unpickler_rejects_os_system(tmp_path):
 
   data = pickle.dumps(Exploit(), protocol=2)
   assert b'system' in data
-  with pytest.raises(pickle.UnpicklingError, match='not allowed'):
-    torchscript_weights.RestrictedUnpickler(io.BytesIO(data), lambda *a: None).load()
+  with pytest.raises(torch_pickle.UnsafePickleError,
+                     match="refusing to load global 'posix.system'"):
+    torch_pickle.restricted_load(io.BytesIO(data), torchscript_weights.GLOBALS,
+                                 classes=torchscript_weights.ScriptClasses())
   handmade = _pickle_ops(('global', 'os', 'system'), f'touch {marker}', TUPLE1, REDUCE)
   path = _write_archive(tmp_path / 'evil.pt', handmade, {})
-  with pytest.raises(pickle.UnpicklingError, match='os.system is not allowed'):
+  with pytest.raises(torch_pickle.UnsafePickleError, match="refusing to load global 'os.system'"):
     torchscript_weights.load(path)
   assert not marker.exists()
   pickle.loads(data)  # the same bytes do run under the unrestricted unpickler
   assert marker.exists()
+
+
+def test_each_reader_keeps_its_own_allow_list(tmp_path):
+  """The TorchScript reader allows `__torch__` classes but not NVIDIA's network records; the
+  network-pickle reader the other way round (one unpickler, two lists)."""
+  from gan_jax.tools import nvlabs_pickle  # pylint: disable=g-import-not-at-top
+  persistent = _pickle_ops(('global', 'torch_utils.persistence', '_reconstruct_persistent_obj'),
+                           EMPTY_DICT, TUPLE1, REDUCE)
+  path = _write_archive(tmp_path / 'persistent.pt', persistent, {})
+  with pytest.raises(torch_pickle.UnsafePickleError, match='_reconstruct_persistent_obj'):
+    torchscript_weights.load(path)
+  script = _pickle_ops(('global', '__torch__.tiny', 'Tiny'), EMPTY_TUPLE, NEWOBJ)
+  with pytest.raises(torch_pickle.UnsafePickleError, match="'__torch__.tiny.Tiny'"):
+    nvlabs_pickle.load_network_pickle(io.BytesIO(script))
+  assert isinstance(torch_pickle.restricted_load(io.BytesIO(script), torchscript_weights.GLOBALS,
+                                                 classes=torchscript_weights.ScriptClasses()),
+                    torchscript_weights.ScriptObject)
 
 
 def test_archive_holds_the_fid_network(archive):

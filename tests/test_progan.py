@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from gan_jax import losses
+from gan_jax.models import layers
 from gan_jax.models import progan
 from tests import numerics
 
@@ -140,31 +141,31 @@ def np_real_images_at(images, stage, alpha):
 
 def test_pixel_norm_matches_numpy():
   x = np.random.RandomState(0).randn(3, 4, 4, 5).astype(np.float32) * 3
-  numerics.assert_close(progan.pixel_norm(jnp.asarray(x)), np_pixel_norm(x.astype(np.float64)),
+  numerics.assert_close(layers.pixel_norm(jnp.asarray(x)), np_pixel_norm(x.astype(np.float64)),
                         REL, 'pixel norm')
 
 
 def test_resampling_matches_numpy():
   x = np.random.RandomState(1).randn(2, 4, 6, 3).astype(np.float32)
-  np.testing.assert_array_equal(progan.upsample_nearest(jnp.asarray(x)), np_up(x))
-  numerics.assert_close(progan.downsample_avg(jnp.asarray(x)), np_pool(x), REL, 'pool 2')
+  np.testing.assert_array_equal(layers.upsample_nearest(jnp.asarray(x)), np_up(x))
+  numerics.assert_close(layers.downsample_avg(jnp.asarray(x)), np_pool(x), REL, 'pool 2')
   y = np.random.RandomState(2).randn(2, 8, 8, 1).astype(np.float32)
-  numerics.assert_close(progan.downsample_avg(jnp.asarray(y), 4), np_pool(y, 4), REL, 'pool 4')
+  numerics.assert_close(layers.downsample_avg(jnp.asarray(y), 4), np_pool(y, 4), REL, 'pool 4')
 
 
 @pytest.mark.parametrize('stage,alpha', [(4, 0.3), (8, 0.0), (8, 0.3), (16, 0.75), (32, 1.0)])
 def test_real_images_at_matches_numpy(stage, alpha):
   images = np.random.RandomState(3).randn(2, 32, 32, 3).astype(np.float32)
-  got = progan.real_images_at(jnp.asarray(images), stage, jnp.float32(alpha))
+  got = layers.real_images_at(jnp.asarray(images), stage, jnp.float32(alpha))
   assert got.shape == (2, stage, stage, 3)
   numerics.assert_close(got, np_real_images_at(images, stage, alpha), REL, 'reals at the stage')
 
 
 def test_real_images_at_rejects_bad_sizes():
   with pytest.raises(ValueError, match='power of two'):
-    progan.real_images_at(jnp.zeros((1, 32, 32, 3)), 12, 1.0)
+    layers.real_images_at(jnp.zeros((1, 32, 32, 3)), 12, 1.0)
   with pytest.raises(ValueError, match='divisible by the stage'):
-    progan.real_images_at(jnp.zeros((1, 24, 24, 3)), 16, 1.0)
+    layers.real_images_at(jnp.zeros((1, 24, 24, 3)), 16, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def test_generator_at_alpha_zero_is_the_previous_stage_upsampled(nets):
 
 def test_discriminator_at_alpha_one_is_the_network_built_at_that_resolution(nets):
   run = nets['run']
-  x8 = progan.downsample_avg(nets['images'])
+  x8 = layers.downsample_avg(nets['images'])
   grown = run['D16'](nets['dv'], x8, _a(1.0), stage=8)
   direct = run['D8'](subset(nets['dv'], names_up_to(8, 'fromrgb')), x8, _a(1.0), stage=8)
   assert grown.shape == (4,) and float(jnp.std(grown)) > 0
@@ -282,12 +283,12 @@ def test_discriminator_at_alpha_one_is_the_network_built_at_that_resolution(nets
 def test_discriminator_at_alpha_zero_sees_the_pooled_image_through_the_previous_fromrgb(nets):
   run = nets['run']
   faded = run['D16'](nets['dv'], nets['images'], _a(0.0), stage=16)
-  previous = run['D16'](nets['dv'], progan.downsample_avg(nets['images']), _a(1.0), stage=8)
+  previous = run['D16'](nets['dv'], layers.downsample_avg(nets['images']), _a(1.0), stage=8)
   numerics.assert_close(faded, previous, REL, 'D at alpha 0')
   one = run['D16'](nets['dv'], nets['images'], _a(1.0), stage=16)
   assert float(jnp.abs(one - faded).max()) > 1e-3
   # The reals as blended for the fade-in look to D at alpha 0 like the pooled reals.
-  reals = progan.real_images_at(nets['images'], 16, _a(0.0))
+  reals = layers.real_images_at(nets['images'], 16, _a(0.0))
   numerics.assert_close(run['D16'](nets['dv'], reals, _a(0.0), stage=16), previous, REL,
                         'D on the blended reals')
 

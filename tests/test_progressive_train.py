@@ -19,6 +19,7 @@ from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train
 from gan_jax import train_progressive
+from gan_jax.models import layers
 from gan_jax.models import progan
 from gan_jax.models import stylegan
 from tests import numerics
@@ -140,7 +141,7 @@ def test_box_downsample_matches_a_loop_and_the_model():
                      for j in range(2)] for i in range(2)] for n in range(2)])
   scale = float(np.abs(x).max())  # means of 16 values; a wrong box is O(1e-1) of the values
   numerics.assert_close(got, want, 1e-6, 'box downsample', scale)
-  numerics.assert_close(got, progan.downsample_avg(jnp.asarray(x), 4), 1e-6, 'vs the model', scale)
+  numerics.assert_close(got, layers.downsample_avg(jnp.asarray(x), 4), 1e-6, 'vs the model', scale)
   assert progressive_step.box_downsample(x, 8) is x
   with pytest.raises(ValueError, match='cannot box-filter'):
     progressive_step.box_downsample(x, 3)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import models
 from gan_jax import sharding
 from gan_jax.metrics import features as features_lib
 from gan_jax.metrics import fetch
@@ -28,7 +29,6 @@ from gan_jax.metrics import inception
 from gan_jax.metrics import ppl as ppl_lib
 from gan_jax.metrics import precision_recall
 from gan_jax.metrics import registry
-from gan_jax.models import progan
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -105,7 +105,7 @@ class Evaluator:
     rep = sharding.replicated(self.mesh)
     bshard = self.extractor.batch_sharding
 
-    noise = {} if isinstance(G, progan.Generator) else {'noise_mode': 'random'}  # ProGAN: none
+    noise = models.family_of(G).noise_kwargs('random')
 
     def generate(variables, z, c, rng):
       return to_uint8(G.apply(variables, z, c, rngs={'noise': rng}, **noise))

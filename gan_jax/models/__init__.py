@@ -1,16 +1,84 @@
-"""Model registry: name -> (Generator class, Discriminator class), and `build` from a config."""
+"""Model families: name -> `Family` (its Generator and Discriminator classes and what they can
+do), `build` from a config, and `family_of` / `describe` for a built module.
+
+The loops and tools ask a module's family what it can do instead of testing its class: whether G
+has a W space (a mapping network: `map` / `synthesize` methods, truncation, the w_avg buffer,
+style mixing), whether it takes `noise_mode`, whether G and D grow (take `stage` and `alpha`).
+Nothing outside `gan_jax.models` tests `isinstance` on a family's classes (tests/test_imports).
+"""
 
 import dataclasses
+from typing import Any, Optional
 
 from gan_jax.models import progan
 from gan_jax.models import stylegan
 from gan_jax.models import stylegan2
 
-MODELS = {
-    'progan': (progan.Generator, progan.Discriminator),  # grows: trained by train_progressive
-    'stylegan': (stylegan.Generator, stylegan.Discriminator),  # fixed resolution or growing
-    'stylegan2': (stylegan2.Generator, stylegan2.Discriminator),
-}
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  """One model family: its classes and the facts the loops and tools act on."""
+  name: str  # config.model.name
+  title: str  # for messages: 'ProGAN'
+  generator: type
+  discriminator: type
+  w_space: bool  # G has a mapping network: methods map/synthesize, truncation, w_avg, num_ws
+  noise: bool  # G takes noise_mode ('random', 'const', 'none') and keeps noise_const buffers
+  grows: bool  # G and D take stage (a static resolution) and alpha (traced): progressive growing
+
+  def noise_kwargs(self, noise_mode: str) -> dict[str, Any]:
+    """The keyword G's __call__ takes for `noise_mode` ({} for a family without noise)."""
+    return {'noise_mode': noise_mode} if self.noise else {}
+
+
+FAMILIES = {f.name: f for f in (
+    Family('progan', 'ProGAN', progan.Generator, progan.Discriminator,
+           w_space=False, noise=False, grows=True),  # trained by train_progressive only
+    Family('stylegan', 'StyleGAN', stylegan.Generator, stylegan.Discriminator,
+           w_space=True, noise=True, grows=True),  # fixed resolution or growing
+    Family('stylegan2', 'StyleGAN2', stylegan2.Generator, stylegan2.Discriminator,
+           w_space=True, noise=True, grows=False),
+)}
+# name -> (Generator class, Discriminator class).
+MODELS = {name: (f.generator, f.discriminator) for name, f in FAMILIES.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorInfo:
+  """A built generator's sizes and family."""
+  family: Family
+  z_dim: int
+  c_dim: int
+  img_resolution: int
+  img_channels: int
+  w_dim: Optional[int]  # None: no W space
+  num_ws: Optional[int]  # None: no W space
+
+
+def family(name: str) -> Family:
+  """The family registered as `name`; ValueError naming the known ones otherwise."""
+  if name not in FAMILIES:
+    raise ValueError(f'unknown model {name!r}; known: {sorted(FAMILIES)}')
+  return FAMILIES[name]
+
+
+def family_of(module) -> Family:
+  """The family whose Generator or Discriminator `module` is (subclasses count, the nearest
+  registered class wins: stylegan's D subclasses progan's)."""
+  for cls in type(module).__mro__:
+    for f in FAMILIES.values():
+      if cls in (f.generator, f.discriminator):
+        return f
+  raise ValueError(f'{type(module).__name__} belongs to no registered model family '
+                   f'({sorted(FAMILIES)})')
+
+
+def describe(G) -> GeneratorInfo:
+  """The sizes of generator G and its family."""
+  f = family_of(G)
+  return GeneratorInfo(f, G.z_dim, G.c_dim, G.img_resolution, G.img_channels,
+                       w_dim=G.w_dim if f.w_space else None,
+                       num_ws=G.num_ws if f.w_space else None)
 
 
 def _fields(cls) -> set[str]:
@@ -21,10 +89,10 @@ def build(model_config, img_resolution: int, img_channels: int, c_dim: int):
   """(G, D) for `model_config` (a ConfigDict with name, z_dim, w_dim, mapping_layers,
   channel_base, channel_max, conv_clamp (0 or None: off), num_bf16_res, mbstd_group_size
   (0: the whole minibatch), mbstd_num_channels). Each class gets only the arguments it takes
-  (ProGAN's G has no mapping network, so no w_dim, mapping_layers or conv_clamp)."""
-  if model_config.name not in MODELS:
-    raise ValueError(f'unknown model {model_config.name!r}; known: {sorted(MODELS)}')
-  generator_cls, discriminator_cls = MODELS[model_config.name]
+  (ProGAN's G has no mapping network, so no w_dim, mapping_layers or conv_clamp). What G and D
+  can do: `family_of(G)`; their sizes: `describe(G)`."""
+  f = family(model_config.name)
+  generator_cls, discriminator_cls = f.generator, f.discriminator
   common = dict(img_resolution=img_resolution, img_channels=img_channels, c_dim=c_dim,
                 channel_base=model_config.channel_base, channel_max=model_config.channel_max,
                 conv_clamp=model_config.conv_clamp or None,

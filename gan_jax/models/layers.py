@@ -368,3 +368,78 @@ class EqualizedConv2d(nn.Module):
     act_gain = ACTIVATIONS[self.activation][1] * self.gain
     clamp = None if self.conv_clamp is None else self.conv_clamp * self.gain
     return bias_act(x, b, self.activation, gain=act_gain, clamp=clamp)
+
+
+# --------------------------------------------------------------------------------------------
+# Growing (ProGAN, StyleGAN): resampling, pixel normalisation, the fade-in and the stage checks.
+# A stage is the current output resolution (a static int); alpha the fade-in (traced).
+
+
+def log2_resolution(resolution: int, what: str = 'resolution') -> int:
+  log2 = int(round(math.log2(resolution))) if resolution > 0 else 0
+  if resolution < 4 or 2 ** log2 != resolution:
+    raise ValueError(f'{what} must be a power of two >= 4, got {resolution}')
+  return log2
+
+
+def check_stage(stage: Optional[int], img_resolution: int, initializing: bool) -> int:
+  """The stage resolution (None: the full one); an error for a bad one or a partial init."""
+  if stage is None:
+    return img_resolution
+  if not isinstance(stage, (int, np.integer)):
+    raise TypeError(f'stage must be a static Python int (a resolution), got {type(stage)}; '
+                    'mark it static in jax.jit (static_argnames) and trace alpha instead')
+  log2_resolution(stage, 'stage')
+  if stage > img_resolution:
+    raise ValueError(f'stage {stage} is above the network resolution {img_resolution}')
+  if initializing and stage != img_resolution:
+    raise ValueError(f'init at the full resolution (stage None or {img_resolution}), not '
+                     f'{stage}, so that the parameters of every stage exist from the start')
+  return int(stage)
+
+
+def pixel_norm(x: Array, eps: float = 1e-8) -> Array:
+  """ProGAN's pixelwise feature vector normalisation: x / sqrt(mean over channels of x^2 + eps),
+  computed in float32 and returned in x's dtype."""
+  return normalize_2nd_moment(x.astype(jnp.float32), axis=-1, eps=eps).astype(x.dtype)
+
+
+def upsample_nearest(x: Array, factor: int = 2) -> Array:
+  """(N, H, W, C) -> (N, H * factor, W * factor, C), each pixel repeated."""
+  if factor == 1:
+    return x
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def downsample_avg(x: Array, factor: int = 2) -> Array:
+  """(N, H, W, C) -> (N, H / factor, W / factor, C), the mean of each factor x factor box."""
+  if factor == 1:
+    return x
+  n, h, w, c = x.shape
+  if h % factor or w % factor:
+    raise ValueError(f'image size {h}x{w} is not divisible by the pooling factor {factor}')
+  return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def lerp(a: Array, b: Array, t) -> Array:
+  """a + (b - a) * t: a at t = 0, b at t = 1."""
+  return a + (b - a) * jnp.asarray(t, a.dtype)
+
+
+def real_images_at(images: Array, stage: int, alpha) -> Array:
+  """Reals as D sees them at `stage` (a resolution): pooled to it, and during the fade-in blended
+  with their own lower-resolution version, so that they match what G produces.
+
+  x = avg_pool(images) to stage x stage; returns lerp(upsample_nearest(avg_pool(x)), x, alpha).
+  This is the official code's `lod` blending of the reals (there done at full size, here at the
+  stage's size). At stage 4 there is no previous stage and alpha is ignored.
+  """
+  n, h, w, c = images.shape
+  log2_resolution(stage, 'stage')
+  if h != w or h % stage:
+    raise ValueError(f'images must be square with a size divisible by the stage {stage}, '
+                     f'got {h}x{w}')
+  x = downsample_avg(images, h // stage)
+  if stage == 4:
+    return x
+  return lerp(upsample_nearest(downsample_avg(x)), x, alpha)

@@ -4,7 +4,8 @@ The paper's networks (its Table 2), as built here:
 
 * Generator: z (pixel-normalised) -> dense to 4x4 -> conv 3x3; then per resolution 8..R:
   nearest-neighbour upsampling x2, two 3x3 convs. Every conv is followed by leaky ReLU (0.2) and
-  pixelwise feature normalisation (`pixel_norm`, eps 1e-8). `b{res}/torgb` is a linear 1x1 conv.
+  pixelwise feature normalisation (`layers.pixel_norm`, eps 1e-8). `b{res}/torgb` is a linear
+  1x1 conv.
 * Discriminator: `fromrgb{res}` 1x1 conv + lrelu; per resolution R..8 two 3x3 convs with lrelu
   and 2x2 average pooling; the 4x4 head takes the minibatch standard deviation (one feature map
   averaged over channels and pixels, group size 4: `layers.minibatch_std` with one channel),
@@ -32,97 +33,22 @@ per stage); `alpha` in [0, 1] is a traced scalar (no recompilation while it move
 
 so alpha = 1 is exactly the network built for resolution r (with the parameter subset named
 b4..b{r}, and in D fromrgb4..fromrgb{r}), and alpha = 0 is the stage-r/2 network seen
-through nearest upsampling (G) or 2x2 pooling (D). Reals follow `real_images_at`. The parameters
-of every stage exist from init: `init` must run at the full resolution (stage None), so the
+through nearest upsampling (G) or 2x2 pooling (D); `lerp`, `upsample_nearest` and the reals'
+`real_images_at` are in `gan_jax.models.layers`, shared with `stylegan`. The parameters of every
+stage exist from init: `init` must run at the full resolution (stage None), so the
 parameter tree and its checkpoint paths never change while the network grows.
 """
 
-import math
 from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gan_jax.models import layers
 from gan_jax.models.stylegan2 import channels_at, compute_dtype
 
 Array = jax.Array
-
-
-# --------------------------------------------------------------------------------------------
-# Resampling, normalisation and the fade-in, shared with `stylegan`.
-
-
-def log2_resolution(resolution: int, what: str = 'resolution') -> int:
-  log2 = int(round(math.log2(resolution))) if resolution > 0 else 0
-  if resolution < 4 or 2 ** log2 != resolution:
-    raise ValueError(f'{what} must be a power of two >= 4, got {resolution}')
-  return log2
-
-
-def check_stage(stage: Optional[int], img_resolution: int, initializing: bool) -> int:
-  """The stage resolution (None: the full one); an error for a bad one or a partial init."""
-  if stage is None:
-    return img_resolution
-  if not isinstance(stage, (int, np.integer)):
-    raise TypeError(f'stage must be a static Python int (a resolution), got {type(stage)}; '
-                    'mark it static in jax.jit (static_argnames) and trace alpha instead')
-  log2_resolution(stage, 'stage')
-  if stage > img_resolution:
-    raise ValueError(f'stage {stage} is above the network resolution {img_resolution}')
-  if initializing and stage != img_resolution:
-    raise ValueError(f'init at the full resolution (stage None or {img_resolution}), not '
-                     f'{stage}, so that the parameters of every stage exist from the start')
-  return int(stage)
-
-
-def pixel_norm(x: Array, eps: float = 1e-8) -> Array:
-  """ProGAN's pixelwise feature vector normalisation: x / sqrt(mean over channels of x^2 + eps),
-  computed in float32 and returned in x's dtype."""
-  return layers.normalize_2nd_moment(x.astype(jnp.float32), axis=-1, eps=eps).astype(x.dtype)
-
-
-def upsample_nearest(x: Array, factor: int = 2) -> Array:
-  """(N, H, W, C) -> (N, H * factor, W * factor, C), each pixel repeated."""
-  if factor == 1:
-    return x
-  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
-
-
-def downsample_avg(x: Array, factor: int = 2) -> Array:
-  """(N, H, W, C) -> (N, H / factor, W / factor, C), the mean of each factor x factor box."""
-  if factor == 1:
-    return x
-  n, h, w, c = x.shape
-  if h % factor or w % factor:
-    raise ValueError(f'image size {h}x{w} is not divisible by the pooling factor {factor}')
-  return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
-
-
-def lerp(a: Array, b: Array, t) -> Array:
-  """a + (b - a) * t: a at t = 0, b at t = 1."""
-  return a + (b - a) * jnp.asarray(t, a.dtype)
-
-
-def real_images_at(images: Array, stage: int, alpha) -> Array:
-  """Reals as D sees them at `stage` (a resolution): pooled to it, and during the fade-in blended
-  with their own lower-resolution version, so that they match what G produces.
-
-  x = avg_pool(images) to stage x stage; returns lerp(upsample_nearest(avg_pool(x)), x, alpha).
-  This is the official code's `lod` blending of the reals (there done at full size, here at the
-  stage's size). At stage 4 there is no previous stage and alpha is ignored.
-  """
-  n, h, w, c = images.shape
-  log2_resolution(stage, 'stage')
-  if h != w or h % stage:
-    raise ValueError(f'images must be square with a size divisible by the stage {stage}, '
-                     f'got {h}x{w}')
-  x = downsample_avg(images, h // stage)
-  if stage == 4:
-    return x
-  return lerp(upsample_nearest(downsample_avg(x)), x, alpha)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,12 +69,12 @@ class GeneratorBlock(nn.Module):
     x = x.astype(self.dtype)
     if self.resolution == 4:
       x = layers.EqualizedDense(16 * self.features, activation='lrelu', name='dense')(x)
-      x = pixel_norm(x.reshape(x.shape[0], 4, 4, self.features))
-      x = pixel_norm(conv('conv')(x))
+      x = layers.pixel_norm(x.reshape(x.shape[0], 4, 4, self.features))
+      x = layers.pixel_norm(conv('conv')(x))
     else:
-      x = upsample_nearest(x)
-      x = pixel_norm(conv('conv0')(x))
-      x = pixel_norm(conv('conv1')(x))
+      x = layers.upsample_nearest(x)
+      x = layers.pixel_norm(conv('conv0')(x))
+      x = layers.pixel_norm(conv('conv1')(x))
     return x, layers.EqualizedConv2d(self.img_channels, 1, name='torgb')(x).astype(jnp.float32)
 
 
@@ -170,7 +96,7 @@ class Generator(nn.Module):
   @nn.compact
   def __call__(self, z: Array, c: Optional[Array] = None, stage: Optional[int] = None,
                alpha=1.0) -> Array:
-    stage = check_stage(stage, self.img_resolution, self.is_initializing())
+    stage = layers.check_stage(stage, self.img_resolution, self.is_initializing())
     if z.shape[1:] != (self.z_dim,):
       raise ValueError(f'z must be (N, {self.z_dim}), got {z.shape}')
     x = z.astype(jnp.float32)
@@ -179,9 +105,9 @@ class Generator(nn.Module):
         raise ValueError(f'c must be (N, {self.c_dim}) labels, got '
                          f'{None if c is None else c.shape}')
       x = jnp.concatenate([x, c.astype(jnp.float32)], axis=1)
-    x = pixel_norm(x)
+    x = layers.pixel_norm(x)
     img = prev = None
-    for log2 in range(2, log2_resolution(stage) + 1):
+    for log2 in range(2, layers.log2_resolution(stage) + 1):
       res = 2 ** log2
       x, rgb = GeneratorBlock(channels_at(res, self.channel_base, self.channel_max), res,
                               self.img_channels,
@@ -190,7 +116,7 @@ class Generator(nn.Module):
       prev, img = img, rgb  # only the last two are used; XLA drops the other torgb convs
     if stage == 4:
       return img
-    return lerp(upsample_nearest(prev), img, alpha)
+    return layers.lerp(layers.upsample_nearest(prev), img, alpha)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,7 +141,7 @@ class DiscriminatorBlock(nn.Module):
       f = layers.setup_filter(self.blur_filter)
       x = layers.upfirdn2d(x, f, padding=(f.shape[0] - 1) // 2)
     x = conv(self.out_channels, 'conv1')(x)
-    return downsample_avg(x).astype(jnp.float32)
+    return layers.downsample_avg(x).astype(jnp.float32)
 
 
 class DiscriminatorHead(nn.Module):
@@ -262,7 +188,7 @@ class Discriminator(nn.Module):
   def __call__(self, img: Array, c: Optional[Array] = None, stage: Optional[int] = None,
                alpha=1.0) -> Array:
     initializing = self.is_initializing()
-    stage = check_stage(stage, self.img_resolution, initializing)
+    stage = layers.check_stage(stage, self.img_resolution, initializing)
     if img.shape[1:] != (stage, stage, self.img_channels):
       raise ValueError(f'expected (N, {stage}, {stage}, {self.img_channels}) images at stage '
                        f'{stage}, got {img.shape}')
@@ -275,15 +201,15 @@ class Discriminator(nn.Module):
         ch(res), 1, activation='lrelu', conv_clamp=self.conv_clamp, name=f'fromrgb{res}')(
             image.astype(dtype(res))).astype(jnp.float32)
     if initializing:  # create every stage's fromrgb (only the current one and the one below run)
-      for log2 in range(2, log2_resolution(stage) - 1):
-        fromrgb(2 ** log2, downsample_avg(img, stage // 2 ** log2))
+      for log2 in range(2, layers.log2_resolution(stage) - 1):
+        fromrgb(2 ** log2, layers.downsample_avg(img, stage // 2 ** log2))
     x = fromrgb(stage, img)
-    for log2 in range(log2_resolution(stage), 2, -1):
+    for log2 in range(layers.log2_resolution(stage), 2, -1):
       res = 2 ** log2
       x = DiscriminatorBlock(ch(res), ch(res // 2), conv_clamp=self.conv_clamp,
                              blur_filter=self.blur_filter, dtype=dtype(res), name=f'b{res}')(x)
       if res == stage:
-        x = lerp(fromrgb(res // 2, downsample_avg(img)), x, alpha)
+        x = layers.lerp(fromrgb(res // 2, layers.downsample_avg(img)), x, alpha)
     return DiscriminatorHead(ch(4), ch(2), self.c_dim, self.mbstd_group_size,
                              self.mbstd_num_channels, conv_clamp=self.conv_clamp,
                              name='b4')(x, c)

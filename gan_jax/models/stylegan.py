@@ -112,7 +112,7 @@ class SynthesisBlock(nn.Module):
       x = epilogue('epilogue0')(x, ws[:, 0], noise_mode)
       x = conv('conv')(x)
     else:
-      x = conv('conv0')(progan.upsample_nearest(x.astype(self.dtype)))
+      x = conv('conv0')(layers.upsample_nearest(x.astype(self.dtype)))
       f = layers.setup_filter(self.blur_filter)
       x = layers.upfirdn2d(x, f, padding=(f.shape[0] - 1) // 2)
       x = epilogue('epilogue0')(x, ws[:, 0], noise_mode)
@@ -134,17 +134,17 @@ class SynthesisNetwork(nn.Module):
 
   @property
   def num_ws(self) -> int:
-    return 2 * progan.log2_resolution(self.img_resolution) - 2
+    return 2 * layers.log2_resolution(self.img_resolution) - 2
 
   @nn.compact
   def __call__(self, ws: Array, noise_mode: str = 'random', stage: Optional[int] = None,
                alpha=1.0) -> Array:
-    stage = progan.check_stage(stage, self.img_resolution, self.is_initializing())
+    stage = layers.check_stage(stage, self.img_resolution, self.is_initializing())
     if ws.shape[1:] != (self.num_ws, self.w_dim):
       raise ValueError(f'ws must be (N, {self.num_ws}, {self.w_dim}), got {ws.shape}')
     ws = ws.astype(jnp.float32)
     x = img = prev = None
-    for log2 in range(2, progan.log2_resolution(stage) + 1):
+    for log2 in range(2, layers.log2_resolution(stage) + 1):
       res = 2 ** log2
       i = 2 * log2 - 4
       x, rgb = SynthesisBlock(channels_at(res, self.channel_base, self.channel_max), res,
@@ -154,7 +154,7 @@ class SynthesisNetwork(nn.Module):
       prev, img = img, rgb  # only the last two are used; XLA drops the other torgb convs
     if stage == 4:
       return img
-    return progan.lerp(progan.upsample_nearest(prev), img, alpha)
+    return layers.lerp(layers.upsample_nearest(prev), img, alpha)
 
 
 class Generator(nn.Module):
@@ -178,7 +178,7 @@ class Generator(nn.Module):
 
   @property
   def num_ws(self) -> int:
-    return 2 * progan.log2_resolution(self.img_resolution) - 2
+    return 2 * layers.log2_resolution(self.img_resolution) - 2
 
   def setup(self):
     self.mapping = MappingNetwork(self.z_dim, self.c_dim, self.w_dim, self.num_ws,

@@ -34,7 +34,6 @@ from etils import epath
 
 from gan_jax import cli_errors
 from gan_jax import models
-from gan_jax.models import progan
 
 FORMAT = 'gan_jax.generator'
 VERSION = 1
@@ -49,16 +48,18 @@ def module_kwargs(module) -> dict[str, Any]:
 
 
 def build_generator(model: str, kwargs: dict[str, Any]):
-  if model not in models.MODELS:
-    raise cli_errors.UserError(f'unknown model {model!r}; known: {sorted(models.MODELS)}')
-  return models.MODELS[model][0](**kwargs)
+  try:
+    family = models.family(model)
+  except ValueError as error:
+    raise cli_errors.UserError(str(error)) from None
+  return family.generator(**kwargs)
 
 
 def abstract_variables(G) -> dict:
   """{'params', 'buffers'} of `G` as ShapeDtypeStructs (no computation)."""
   z = np.zeros((1, G.z_dim), np.float32)
   c = np.zeros((1, G.c_dim), np.float32)
-  kwargs = {} if isinstance(G, progan.Generator) else {'noise_mode': 'const'}  # ProGAN: no noise
+  kwargs = models.family_of(G).noise_kwargs('const')
   shapes = jax.eval_shape(lambda: G.init(jax.random.PRNGKey(0), z, c, **kwargs))
   return {'params': shapes['params'], 'buffers': shapes.get('buffers', {})}
 
@@ -89,7 +90,7 @@ def export_generator(dest: str | os.PathLike, G_kwargs: dict[str, Any], variable
     dest: directory to create (it must not hold an export yet, unless `overwrite`).
     G_kwargs: the Generator's constructor arguments (JSON-serializable).
     variables: {'params': ..., 'buffers': ...} for that Generator (checked, shape by shape).
-    model: the registry name in `gan_jax.models.MODELS`.
+    model: the family's name in `gan_jax.models.FAMILIES`.
     source: free text recorded in generator.json (where the weights came from).
     overwrite: replace an existing export in `dest`.
     growth: {'stage', 'alpha'} of a progressive generator caught mid-growth (None: full size).

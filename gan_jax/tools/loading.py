@@ -7,8 +7,9 @@
   ws = g.mapping(z, psi=0.7)                           # (4, num_ws, w_dim)
   images = g.synthesis(ws)                             # the same images
 
-ProGAN generators (model 'progan') have no mapping network, W space, truncation or noise: `g(z)`
-works (psi must be 1), `g.mapping` / `g.synthesis` refuse with a message. A generator of a
+Generators without a W space (ProGAN, model 'progan': no mapping network, truncation or noise;
+`gan_jax.models.Family`): `g(z)` works (psi must be 1), `g.mapping` / `g.synthesis` refuse with a
+message. A generator of a
 progressive run that had not finished growing (ProGAN or StyleGAN; the workdir's checkpoint or
 the export records its stage and alpha) makes stage x stage images, faded in by alpha as in
 training, nearest-upsampled to the full resolution.
@@ -28,7 +29,8 @@ import numpy as np
 from etils import epath
 
 from gan_jax import cli_errors
-from gan_jax.models import progan
+from gan_jax import models
+from gan_jax.models import layers
 from gan_jax.tools import export
 
 NOISE_MODES = ('const', 'random', 'none')
@@ -38,7 +40,9 @@ class LoadedGenerator:
   """A generator with its weights: `g(z, c=None, psi=1.0, noise='const') -> images`.
 
   Attributes:
-    z_dim, c_dim, w_dim, img_resolution, img_channels, num_ws: the network's sizes.
+    z_dim, c_dim, w_dim, img_resolution, img_channels, num_ws: the network's sizes (w_dim and
+      num_ws 0 without a W space).
+    family: its `gan_jax.models.Family` (what it can do).
     module: the Flax Generator; variables: its {'params', 'buffers'} (device arrays);
     kwargs: the constructor arguments; source: where it was loaded from.
   """
@@ -49,11 +53,12 @@ class LoadedGenerator:
                                      'buffers': variables.get('buffers', {})})
     self.kwargs = export.module_kwargs(module)
     self.source = source
-    self.is_progan = isinstance(module, progan.Generator)
-    self.z_dim, self.c_dim = module.z_dim, module.c_dim
-    self.w_dim = 0 if self.is_progan else module.w_dim
-    self.img_resolution, self.img_channels = module.img_resolution, module.img_channels
-    self.num_ws = 0 if self.is_progan else module.num_ws
+    info = models.describe(module)
+    self.family = info.family
+    self.z_dim, self.c_dim = info.z_dim, info.c_dim
+    self.w_dim = info.w_dim or 0
+    self.img_resolution, self.img_channels = info.img_resolution, info.img_channels
+    self.num_ws = info.num_ws or 0
     # A progressive generator caught mid-growth: {'stage', 'alpha'}; None: the full network.
     self.growth = growth if growth and (growth['stage'] < module.img_resolution or
                                         growth['alpha'] < 1) else None
@@ -61,7 +66,7 @@ class LoadedGenerator:
             {'stage': int(self.growth['stage']), 'alpha': float(self.growth['alpha'])})
 
     def upsample(images):
-      return progan.upsample_nearest(images, module.img_resolution // images.shape[1])
+      return layers.upsample_nearest(images, module.img_resolution // images.shape[1])
 
     def mapping(variables, z, c, psi, truncation_cutoff):
       return module.apply(variables, z, c, truncation_psi=psi,
@@ -72,8 +77,9 @@ class LoadedGenerator:
                                    method='synthesize', **grow))
 
     def generate(variables, z, c, psi, rng, truncation_cutoff, noise_mode):
-      if self.is_progan:  # no mapping, truncation or noise
-        return upsample(module.apply({'params': variables['params']}, z, c, **grow))
+      if not self.family.w_space:  # no mapping, truncation (or noise, for ProGAN)
+        return upsample(module.apply(variables, z, c, rngs={'noise': rng},
+                                     **self.family.noise_kwargs(noise_mode), **grow))
       return synthesis(variables, mapping(variables, z, c, psi, truncation_cutoff), rng,
                        noise_mode)
 
@@ -112,9 +118,9 @@ class LoadedGenerator:
     return c.astype(np.float32)
 
   def _need_w_space(self, what: str) -> None:
-    if self.is_progan:
+    if not self.family.w_space:
       raise cli_errors.UserError(
-          f'{what}: a ProGAN generator has no mapping network or W space (no '
+          f'{what}: a {self.family.title} generator has no mapping network or W space (no '
           'styles, truncation, projection or W interpolation); call g(z) instead')
 
   @staticmethod
@@ -143,10 +149,10 @@ class LoadedGenerator:
       rng: PRNG key or int seed for noise='random' (None: key 0); the same rng, the same noise.
     """
     z = self._z(z)
-    if self.is_progan and (psi != 1 or truncation_cutoff is not None):
+    if not self.family.w_space and (psi != 1 or truncation_cutoff is not None):
       raise cli_errors.UserError(
-          'a ProGAN generator has no truncation trick: use psi=1 (--trunc 1) and no '
-          'truncation cutoff')
+          f'a {self.family.title} generator has no truncation trick: use psi=1 (--trunc 1) and '
+          'no truncation cutoff')
     images = self._generate(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
                             self._rng(rng), truncation_cutoff=truncation_cutoff,
                             noise_mode=self._noise(noise))

@@ -1,12 +1,14 @@
 """Read NVIDIA network pickles and torch `.pt` files safely: plain Python and numpy, never torch.
 
 A pickle is a program: unpickling one with `pickle.load` can call any importable function, and
-network pickles are downloaded from the internet. So this module unpickles with an allow-list.
-Every global the stream asks for is looked up in a table of our own small functions that build
-plain data (dicts, numpy arrays, `PersistentObject` records); any other global — `os.system`,
-`builtins.eval`, a torch module class — raises `UnsafePickleError` naming it, instead of being
-called. Nothing from the file is ever executed, imported or compiled (the Python source that
-NVIDIA's persistence mechanism embeds in every network object is ignored, not even read).
+network pickles are downloaded from the internet. So this module unpickles with an allow-list
+(the mechanism, torch's storages and tensors, and the errors are `gan_jax.torch_pickle`'s; the
+list below is this module's). Every global the stream asks for is looked up in a table of small
+functions that build plain data (dicts, numpy arrays, `PersistentObject` records); any other
+global — `os.system`, `builtins.eval`, a torch module class — raises `UnsafePickleError` naming
+it, instead of being called. Nothing from the file is ever executed, imported or compiled (the
+Python source that NVIDIA's persistence mechanism embeds in every network object is ignored, not
+even read).
 
 Formats:
 
@@ -29,47 +31,23 @@ Allowed globals (all resolved to functions or types defined or vetted here):
   torch.<Type>Storage (only inside persistent ids).
 """
 
-import collections
 import io
 import os
 import pickle
-import struct
 import zipfile
-from typing import Any, BinaryIO, Callable, Mapping, Optional
+from typing import Any, BinaryIO
 
 import numpy as np
 
-_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
-_LEGACY_PROTOCOL = 1001
-_STORAGE_DTYPES = {
-    'FloatStorage': 'f4', 'DoubleStorage': 'f8', 'HalfStorage': 'f2', 'BFloat16Storage': 'bf16',
-    'LongStorage': 'i8', 'IntStorage': 'i4', 'ShortStorage': 'i2', 'CharStorage': 'i1',
-    'ByteStorage': 'u1', 'BoolStorage': '?',
-}
+from gan_jax import torch_pickle
+
+# The errors are torch_pickle's, named here too for the callers of this module.
+UnsafePickleError = torch_pickle.UnsafePickleError
+UnreadablePickleError = torch_pickle.UnreadablePickleError
+
 _NUMERIC_KINDS = 'biufc'  # bool, int, uint, float, complex
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-  """The pickle asked for a global that is not on the allow-list (it was not called)."""
-
-
-class UnreadablePickleError(pickle.UnpicklingError):
-  """The file is not a network pickle or torch file this reader understands (random bytes, a
-  truncated download, another format); the message names the file and what went wrong."""
-
-
-# What unpickling a file that is not a pickle (or is a damaged one) raises, besides our own
-# UnpicklingErrors: "unsupported pickle protocol: 185" is a ValueError, a truncated file an
-# EOFError, a damaged zip a BadZipFile, bad opcodes a KeyError/IndexError, bad structs a
-# struct.error, absurd sizes an OverflowError or MemoryError.
-_DAMAGED = (pickle.UnpicklingError, ValueError, EOFError, KeyError, IndexError, TypeError,
-            struct.error, zipfile.BadZipFile, OverflowError, MemoryError, UnicodeDecodeError)
-
-
-def _unreadable(path, what: str, error: BaseException) -> UnreadablePickleError:
-  return UnreadablePickleError(f'{os.fspath(path) if not hasattr(path, "read") else "the file"}: '
-                               f'not {what} this reader understands ({type(error).__name__}: '
-                               f'{error})')
+_NETWORK = 'a StyleGAN2-ADA network pickle'
+_TORCH_FILE = 'a torch file (torch.save)'
 
 
 class PersistentObject:
@@ -88,97 +66,8 @@ class PersistentObject:
     return f'PersistentObject({self.class_name})'
 
 
-class _StorageType:
-  """Stands for `torch.<Type>Storage` inside a persistent id; only its dtype matters."""
-  __slots__ = ('name', 'dtype')
-
-  def __init__(self, name: str, dtype: np.dtype):
-    self.name, self.dtype = name, dtype
-
-
-class _Storage:
-  """A flat typed buffer; `data` is filled when its bytes have been read."""
-  __slots__ = ('dtype', 'numel', 'data')
-
-  def __init__(self, dtype: np.dtype, numel: int):
-    self.dtype, self.numel, self.data = dtype, numel, None
-
-  def fill(self, raw: bytes) -> None:
-    if len(raw) != self.numel * self.dtype.itemsize:
-      raise pickle.UnpicklingError(f'storage holds {len(raw)} bytes, expected {self.numel} '
-                                   f'elements of {self.dtype.itemsize} bytes')
-    self.data = np.frombuffer(raw, self.dtype)
-
-
-class _StorageView:
-  """A legacy storage view: `numel` elements of `base` from element `offset`."""
-  __slots__ = ('base', 'offset', 'numel')
-
-  def __init__(self, base: _Storage, offset: int, numel: int):
-    self.base, self.offset, self.numel = base, offset, numel
-
-
-class _TensorRef:
-  """A tensor whose storage bytes may not have been read yet (legacy .pt files store them last)."""
-  __slots__ = ('storage', 'offset', 'size', 'stride')
-
-  def __init__(self, storage, offset: int, size: tuple, stride: tuple):
-    self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
-
-  def ready(self) -> bool:
-    base = self.storage.base if isinstance(self.storage, _StorageView) else self.storage
-    return base.data is not None
-
-  def materialize(self) -> np.ndarray:
-    """A C-contiguous native-endian copy of the strided view, bounds-checked first."""
-    storage, offset = self.storage, self.offset
-    if isinstance(storage, _StorageView):
-      flat = storage.base.data[storage.offset:storage.offset + storage.numel]
-    else:
-      flat = storage.data
-    numel = int(np.prod(self.size, dtype=np.int64))
-    if numel:
-      last = offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-      if offset < 0 or last >= flat.size:
-        raise pickle.UnpicklingError(
-            f'tensor of size {self.size}, stride {self.stride}, offset {offset} reaches element '
-            f'{last} of a storage of {flat.size}')
-    view = np.lib.stride_tricks.as_strided(
-        flat[offset:] if numel else flat[:0], shape=self.size,
-        strides=tuple(s * flat.dtype.itemsize for s in self.stride), writeable=False)
-    return np.array(view, dtype=flat.dtype.newbyteorder('='), order='C')
-
-
 # --------------------------------------------------------------------------------------------
 # The allowed globals: each one checks its arguments and builds plain data.
-
-
-def _int_tuple(value, what: str) -> tuple:
-  if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) for v in value):
-    raise pickle.UnpicklingError(f'{what} must be a tuple of ints, got {value!r}')
-  return tuple(value)
-
-
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
-                       backward_hooks=None, metadata=None):
-  del requires_grad, backward_hooks, metadata  # autograd bookkeeping: irrelevant to the values
-  if not isinstance(storage, (_Storage, _StorageView)):
-    raise pickle.UnpicklingError(f'tensor storage must come from a storage record, got '
-                                 f'{type(storage).__name__}')
-  size, stride = _int_tuple(size, 'tensor size'), _int_tuple(stride, 'tensor stride')
-  if len(size) != len(stride) or any(s < 0 for s in size + stride):
-    raise pickle.UnpicklingError(f'bad tensor size {size} / stride {stride}')
-  if not isinstance(storage_offset, int):
-    raise pickle.UnpicklingError(f'tensor offset must be an int, got {storage_offset!r}')
-  ref = _TensorRef(storage, storage_offset, size, stride)
-  return ref.materialize() if ref.ready() else ref
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
-  del requires_grad, backward_hooks
-  if not isinstance(data, (np.ndarray, _TensorRef)):
-    raise pickle.UnpicklingError(f'parameter data must be a tensor, got {type(data).__name__}')
-  return data
 
 
 def _dtype(spec, align=False, copy=False):
@@ -214,31 +103,14 @@ def _load_from_bytes(raw):
   """torch.storage._load_from_bytes: one storage in torch's legacy serialization."""
   if not isinstance(raw, bytes):
     raise pickle.UnpicklingError('_load_from_bytes expects bytes')
-  storage = _load_legacy(io.BytesIO(raw))
-  if not isinstance(storage, (_Storage, _StorageView)):
+  storage = torch_pickle.load_legacy(io.BytesIO(raw), _NETWORK)
+  if not isinstance(storage, (torch_pickle.Storage, torch_pickle.StorageView)):
     raise pickle.UnpicklingError('_load_from_bytes did not hold a storage')
   return storage
 
 
-def _storage_dtype(code: str, byteorder: str = '<') -> np.dtype:
-  if code == 'bf16':
-    import ml_dtypes  # pylint: disable=g-import-not-at-top  (a JAX dependency)
-    return np.dtype(ml_dtypes.bfloat16)
-  return np.dtype(code).newbyteorder(byteorder) if np.dtype(code).itemsize > 1 else np.dtype(code)
-
-
-def _storage_globals(byteorder: str = '<') -> dict[str, Any]:
-  return {f'torch.{name}': _StorageType(name, _storage_dtype(code, byteorder))
-          for name, code in _STORAGE_DTYPES.items()}
-
-
-_TENSOR_GLOBALS = {
-    'collections.OrderedDict': collections.OrderedDict,
-    'torch._utils._rebuild_tensor_v2': _rebuild_tensor_v2,
-    'torch._utils._rebuild_parameter': _rebuild_parameter,
-}
 _NETWORK_GLOBALS = {
-    **_TENSOR_GLOBALS,
+    **torch_pickle.TENSOR_GLOBALS,
     'torch_utils.persistence._reconstruct_persistent_obj': _reconstruct_persistent_obj,
     'dnnlib.util.EasyDict': dict,  # a dict with attribute access; NEWOBJ + SETITEMS fill it
     'builtins.set': set,  # protocols 2-3 (Python 3.7's default) pickle sets as set([...])
@@ -247,147 +119,6 @@ _NETWORK_GLOBALS = {
     'numpy.core.multiarray.scalar': _scalar,
     'torch.storage._load_from_bytes': _load_from_bytes,
 }
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-  """An Unpickler that resolves globals only from `allowed` and persistent ids via a callback."""
-
-  def __init__(self, file: BinaryIO, allowed: Mapping[str, Any],
-               persistent_load: Optional[Callable[[Any], Any]] = None):
-    super().__init__(file)
-    self._allowed = allowed
-    self._persistent = persistent_load
-
-  def find_class(self, module, name):
-    key = f'{module}.{name}'
-    if key not in self._allowed:
-      raise UnsafePickleError(
-          f'refusing to load global {key!r}: this reader builds only NVIDIA network and tensor '
-          f'records and calls nothing else (the file may be malicious, or not a StyleGAN2-ADA '
-          f'network pickle or state dict)')
-    return self._allowed[key]
-
-  def persistent_load(self, pid):
-    if self._persistent is None:
-      raise pickle.UnpicklingError(f'unexpected persistent id {pid!r}')
-    return self._persistent(pid)
-
-
-def _restricted_load(f: BinaryIO, allowed: Mapping[str, Any], persistent_load=None) -> Any:
-  return _RestrictedUnpickler(f, allowed, persistent_load).load()
-
-
-# --------------------------------------------------------------------------------------------
-# Torch serialization: legacy stream and zip archive.
-
-
-def _storage_pid(pid, byteorder: str = '<') -> tuple:
-  """Validates ('storage', type, key, location, numel[, view_metadata])."""
-  if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != 'storage':
-    raise pickle.UnpicklingError(f'unsupported persistent id {pid!r}')
-  _, storage_type, key, _, numel = pid[:5]
-  if not isinstance(storage_type, _StorageType):
-    raise pickle.UnpicklingError(f'persistent id names no storage type: {storage_type!r}')
-  if not isinstance(key, str) or not isinstance(numel, int) or numel < 0:
-    raise pickle.UnpicklingError(f'bad storage key or size in {pid!r}')
-  dtype = storage_type.dtype
-  if byteorder == '>' and dtype.itemsize > 1:
-    dtype = dtype.newbyteorder('>')
-  return dtype, key, numel, pid[5] if len(pid) == 6 else None
-
-
-def _load_legacy(f: BinaryIO) -> Any:
-  """torch's legacy (non-zip) serialization: header pickles, object, keys, raw storages."""
-  header = {}
-  if _restricted_load(f, header) != _LEGACY_MAGIC:
-    raise pickle.UnpicklingError('not a torch legacy stream (bad magic number)')
-  protocol = _restricted_load(f, header)
-  if protocol != _LEGACY_PROTOCOL:
-    raise pickle.UnpicklingError(f'unsupported torch legacy protocol {protocol!r}')
-  sys_info = _restricted_load(f, header)
-  if not isinstance(sys_info, dict) or not sys_info.get('little_endian', False):
-    raise pickle.UnpicklingError('only little-endian torch legacy streams are supported')
-
-  storages: dict[str, _Storage] = {}
-
-  def persistent_load(pid):
-    dtype, key, numel, view = _storage_pid(pid)
-    if key not in storages:
-      storages[key] = _Storage(dtype, numel)
-    root = storages[key]
-    if view is None:
-      return root
-    _, offset, view_numel = view
-    if not (isinstance(offset, int) and isinstance(view_numel, int) and 0 <= offset and
-            offset + view_numel <= root.numel):
-      raise pickle.UnpicklingError(f'bad storage view {view!r}')
-    return _StorageView(root, offset, view_numel)
-
-  obj = _restricted_load(f, {**_TENSOR_GLOBALS, **_storage_globals()}, persistent_load)
-  keys = _restricted_load(f, header)
-  if not isinstance(keys, list) or set(keys) != set(storages):
-    raise pickle.UnpicklingError('storage key list does not match the persistent ids')
-  for key in keys:
-    count_bytes = f.read(8)
-    if len(count_bytes) != 8:
-      raise pickle.UnpicklingError('truncated torch legacy stream')
-    (count,) = struct.unpack('<q', count_bytes)
-    storage = storages[key]
-    if count != storage.numel:
-      raise pickle.UnpicklingError(f'storage {key}: {count} elements, expected {storage.numel}')
-    storage.fill(f.read(count * storage.dtype.itemsize))
-  return _resolve(obj)
-
-
-def _load_zip(path: str) -> Any:
-  """torch>=1.6 zip archive: `<prefix>/data.pkl` + `<prefix>/data/<key>` storages."""
-  with zipfile.ZipFile(path) as zf:
-    names = set(zf.namelist())
-    pkls = [n for n in names if n.endswith('data.pkl') and n.count('/') == 1]
-    if len(pkls) != 1:
-      raise ValueError(f'{path}: expected one <prefix>/data.pkl in the zip, found {pkls}')
-    prefix = pkls[0][:-len('data.pkl')]
-    byteorder = '<'
-    if prefix + 'byteorder' in names:
-      byteorder = {'little': '<', 'big': '>'}[zf.read(prefix + 'byteorder').decode().strip()]
-    storages: dict[str, _Storage] = {}
-
-    def persistent_load(pid):
-      dtype, key, numel, _ = _storage_pid(pid, byteorder)
-      if key not in storages:
-        entry = f'{prefix}data/{key}'
-        if entry not in names:
-          raise pickle.UnpicklingError(f'{path}: storage {entry} is missing')
-        storages[key] = _Storage(dtype, numel)
-        storages[key].fill(zf.read(entry))
-      return storages[key]
-
-    with zf.open(pkls[0]) as f:
-      obj = _restricted_load(io.BytesIO(f.read()), {**_TENSOR_GLOBALS, **_storage_globals()},
-                             persistent_load)
-  return _resolve(obj)
-
-
-def _resolve(obj: Any, _seen=None) -> Any:
-  """Replaces the `_TensorRef`s left by a legacy stream with arrays, in place where possible."""
-  if isinstance(obj, _TensorRef):
-    return obj.materialize()
-  _seen = set() if _seen is None else _seen
-  if id(obj) in _seen:
-    return obj
-  if isinstance(obj, dict):
-    _seen.add(id(obj))
-    for key, value in obj.items():
-      obj[key] = _resolve(value, _seen)
-  elif isinstance(obj, list):
-    _seen.add(id(obj))
-    obj[:] = [_resolve(v, _seen) for v in obj]
-  elif isinstance(obj, tuple):
-    return type(obj)(_resolve(v, _seen) for v in obj) if type(obj) is tuple else obj
-  elif isinstance(obj, PersistentObject):
-    _seen.add(id(obj))
-    _resolve(obj.state, _seen)
-  return obj
 
 
 def load_torch_file(path: str | os.PathLike) -> Any:
@@ -400,13 +131,13 @@ def load_torch_file(path: str | os.PathLike) -> Any:
   with open(path, 'rb') as f:  # a missing file: FileNotFoundError, before anything is parsed
     try:
       if zipfile.is_zipfile(f):
-        return _load_zip(path)
+        return torch_pickle.load_zip(path, what=_TORCH_FILE)
       f.seek(0)
-      return _load_legacy(f)
+      return torch_pickle.load_legacy(f, _TORCH_FILE)
     except UnsafePickleError:
       raise
-    except _DAMAGED as e:
-      raise _unreadable(path, 'a torch file (torch.save)', e) from e
+    except torch_pickle.DAMAGED as e:
+      raise torch_pickle.unreadable(path, _TORCH_FILE, e) from e
 
 
 def _as_state_dict(obj: Any, what: str) -> dict[str, np.ndarray]:
@@ -494,14 +225,14 @@ def load_network_pickle(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
   """
   try:
     if hasattr(path, 'read'):
-      data = _restricted_load(path, _NETWORK_GLOBALS)
+      data = torch_pickle.restricted_load(path, _NETWORK_GLOBALS, what=_NETWORK)
     else:
       with open(path, 'rb') as f:
-        data = _restricted_load(f, _NETWORK_GLOBALS)
+        data = torch_pickle.restricted_load(f, _NETWORK_GLOBALS, what=_NETWORK)
   except UnsafePickleError:
     raise
-  except _DAMAGED as e:
-    raise _unreadable(path, 'a StyleGAN2-ADA network pickle', e) from e
+  except torch_pickle.DAMAGED as e:
+    raise torch_pickle.unreadable(path, _NETWORK, e) from e
   if not isinstance(data, dict):
     raise ValueError(f'{path}: expected a dict of networks, got {type(data).__name__}')
   out = {}
