@@ -1,0 +1,124 @@
+"""bench/quality_protocol.py: NVIDIA's fid2k protocol on a handful of images.
+
+A stand-in feature network (tests/test_metrics.py's) replaces Inception; the fake Fashion-MNIST
+files replace the real ones. The FID the script reports is recomputed here from its definition
+(z per seed as NVIDIA's generate.py, G_ema with psi 1 and constant noise, the first test images
+padded to 32x32), so a wrong split, latent, noise mode or generator would show.
+"""
+
+import gzip
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from bench import quality_protocol
+from gan_jax import config_base
+from gan_jax import sharding
+from gan_jax.data import fashion_mnist
+from gan_jax.metrics import frechet
+from tests.fake_data import FILES
+from tests.fake_data import fake_images
+from tests.fake_data import idx_bytes
+from tests.fake_data import write_fake_fashion_mnist
+from tests.test_metrics import TINY_PARAMS
+from tests.test_metrics import tiny_extractor
+from tests.test_metrics import tiny_features_np
+from tests.test_train import REPO
+
+N_TEST = 8
+NUM = 5  # scored images: not a multiple of the batch (4), so the last batch is padded
+
+
+def _test_images():
+  """The fake test split's images: the train pattern inverted, so the splits differ."""
+  return 255 - fake_images(N_TEST)
+
+
+@pytest.fixture(scope='module')
+def fake_source(tmp_path_factory):
+  root = tmp_path_factory.mktemp('fmnist')
+  write_fake_fashion_mnist(root / 'src', n_train=48, n_test=N_TEST)
+  with gzip.open(root / 'src' / FILES['test'][0], 'wb') as f:
+    f.write(idx_bytes(_test_images()))
+  return root
+
+
+def _data_flags(fake_source):
+  return [f'data.source_dir={fake_source / "src"}', f'data.data_dir={fake_source / "tfds"}']
+
+
+def _mesh():
+  return sharding.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1}), jax.devices()[:1])
+
+
+def test_latents_are_nvidia_generate_py_seeds():
+  z = quality_protocol.seed_latents([0, 7, 1999], 512)
+  assert z.dtype == np.float32 and z.shape == (3, 512)
+  for row, seed in zip(z, [0, 7, 1999]):
+    np.testing.assert_array_equal(row, np.random.RandomState(seed).randn(1, 512)[0]
+                                  .astype(np.float32))
+
+
+def test_nvidia32_holds_the_protocol_hyperparameters():
+  config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':nvidia32')
+  m, t = config.model, config.train
+  assert (m.name, m.z_dim, m.w_dim, m.mapping_layers, m.channel_base, m.channel_max,
+          m.mbstd_group_size, m.conv_clamp) == ('stylegan2', 512, 512, 2, 4096, 128, 4, 256)
+  assert (t.batch_size, t.g_lr, t.d_lr, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
+          t.style_mixing_prob, t.ema_kimg, t.ema_rampup, t.kimg) == (
+              32, 0.0025, 0.0025, 0.1, 16, 2.0, 4, 0.9, 10.0, 0.05, 10.0)
+  assert config.data.xflip and config.data.name == 'fashion_mnist_local' and config.seed == 0
+
+
+def test_untrained_run_scores_fid_as_defined_and_caches_the_reals(fake_source, tmp_path):
+  results, cache = tmp_path / 'results.jsonl', tmp_path / 'stats'
+  argv = ['--seeds', '0,1', '--kimg', '0', '--config', 'experiments/fashion_mnist.py:tiny',
+          '--root', str(tmp_path / 'runs'), '--results', str(results), '--num_images', str(NUM),
+          '--batch_size', '4', '--cache_dir', str(cache)]
+  for flag in _data_flags(fake_source):
+    argv += ['--set', flag]
+  summary = quality_protocol.main(argv, extractor=tiny_extractor(_mesh(), batch_size=4))
+
+  rows = [json.loads(line) for line in results.read_text().splitlines()]
+  assert [(r['seed'], r['kimg'], r['step']) for r in rows] == [(0, 0.0, 0), (1, 0.0, 0)]
+  assert len(list(cache.glob('*.npz'))) == 1  # the second seed read the reals from the cache
+  assert (tmp_path / 'runs/kimg0_seed0/fid_samples.png').is_file()
+
+  # The definition: first NUM test images, padded; G_ema of the initial state, z per seed.
+  reals = fashion_mnist.pad_images(_test_images())[:NUM]
+  real = frechet.FeatureStats(8)
+  real.append(tiny_features_np(TINY_PARAMS, reals))
+  for row in rows:
+    overrides = dict(quality_protocol.parse_overrides(_data_flags(fake_source)),
+                     seed=row['seed'], **{'train.kimg': 0.0})
+    config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', overrides)
+    G, variables = quality_protocol.untrained_generator(config)
+    z = np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(NUM)]).astype(np.float32)
+    images = G.apply(variables, z, np.zeros((NUM, 0), np.float32), noise_mode='const')
+    images = np.clip(np.asarray(images) * 127.5 + 128, 0, 255).astype(np.uint8)
+    fake = frechet.FeatureStats(8)
+    fake.append(tiny_features_np(TINY_PARAMS, images))
+    expected = frechet.frechet_distance(*real.mean_cov(), *fake.mean_cov())
+    np.testing.assert_allclose(row[f'fid{NUM}'], expected, rtol=1e-4)
+  assert rows[0][f'fid{NUM}'] != rows[1][f'fid{NUM}']  # another seed, another generator
+
+  values = [r[f'fid{NUM}'] for r in rows]
+  assert summary['seeds'] == [0, 1] and summary['min'] == min(values)
+  assert summary['max'] == max(values) and summary['mean'] == pytest.approx(np.mean(values))
+
+
+def test_trained_run_goes_through_gan_jax_main(fake_source, tmp_path):
+  results = tmp_path / 'results.jsonl'
+  argv = ['--seeds', '3', '--kimg', '0.016', '--config', 'experiments/fashion_mnist.py:tiny',
+          '--root', str(tmp_path / 'runs'), '--results', str(results), '--num_images', str(NUM),
+          '--batch_size', '4', '--cache_dir', str(tmp_path / 'stats')]
+  for flag in _data_flags(fake_source) + ['train.r1_interval=0', 'train.pl_interval=0']:
+    argv += ['--set', flag]
+  quality_protocol.main(argv, extractor=tiny_extractor(_mesh(), batch_size=4))
+  row = json.loads(results.read_text())
+  assert row['step'] == 2 and row['train_s'] > 0 and np.isfinite(row[f'fid{NUM}'])
+  workdir = tmp_path / 'runs/kimg0.016_seed3'
+  assert json.loads((workdir / 'config.json').read_text())['seed'] == 3
