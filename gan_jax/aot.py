@@ -3,17 +3,24 @@
   pip install -e ".[aot]"     # jax[tpu]: brings libtpu, the TPU compiler
   python -m gan_jax.aot --config experiments/ffhq.py --topology v5e-16
   python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v4-32 --variants all
+  python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v5e-8 --max_batch 64
 
 Compiles the real train step (`train.sharded_step`: the same jit, state and batch shardings the
 training loop uses) for the named slice with libtpu's compiler, on any machine, and prints per chip
 the memory XLA assigned (arguments, outputs, temporaries, generated code, peak) and the FLOPs of
 one step, then whether it fits the chip's HBM. The dataset need not exist: its image shape comes
-from the TFDS builder's declared features (or --resolution/--channels/--num_classes).
+from the TFDS builder's declared features (or --resolution/--channels/--num_classes). The models are
+built for the 'tpu' backend, so model.num_bf16_res applies when model.bf16_backends names it.
+
+--max_batch N searches the largest per-chip batch (at most N) whose heaviest variant fits: it
+doubles the config's per-chip batch while that fits (halves it while it does not), then bisects
+between the last fit and the first failure, one compile per attempt, each printed.
 
 Exit status: 0 every compiled variant fits; 1 a variant does not fit (the compiler ran out of HBM,
 or the total exceeds --hbm_gib); 2 bad flags or config (message on stderr).
 """
 
+import copy
 import dataclasses
 import math
 import os
@@ -33,6 +40,7 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gan_jax import config_check  # pylint: disable=wrong-import-position
+from gan_jax import models  # pylint: disable=wrong-import-position
 from gan_jax import optim  # pylint: disable=wrong-import-position
 from gan_jax import sharding  # pylint: disable=wrong-import-position
 from gan_jax import train  # pylint: disable=wrong-import-position
@@ -220,8 +228,9 @@ def compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> 
 
 
 def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'heaviest',
-          hbm_gib: Optional[float] = None) -> list:
-  """Compiles the config's train step for the slice; a VariantReport per variant."""
+          hbm_gib: Optional[float] = None, min_headroom: float = 0.0) -> list:
+  """Compiles the config's train step for the slice; a VariantReport per variant. A variant fits
+  when it needs at most (1 - min_headroom) of the HBM."""
   devices = topology_devices(tpu_slice)
   mesh = sharding.make_mesh(config.mesh, devices)
   config_check.validate(config, mesh.size)
@@ -230,7 +239,7 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
     raise config_check.ConfigError(
         'config.progressive.enabled=True: gan_jax.aot compiles the StyleGAN2 step only, not the '
         'progressive one (gan_jax/progressive_step.py); check a fixed-resolution config instead')
-  G, D, c_dim = train.build(config, info)
+  G, D, c_dim = train.build(config, info, backend='tpu')  # bf16 as on the TPU
   g_tx, d_tx = optim.make_optimizers(config.train)
   abstract, _, batch_shard, step_cfg, step_fn = train.sharded_step(config, mesh, G, D, g_tx, d_tx,
                                                                    c_dim)
@@ -254,7 +263,78 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
                          f'{sorted(by_name)} (or say heaviest / all).')
       chosen.append(by_name[name])
   hbm = (tpu_slice.generation.hbm_gib if hbm_gib is None else hbm_gib) * GIB
-  return [compile_variant(step_fn, abstract, batch, v, int(hbm)) for v in chosen]
+  return [compile_variant(step_fn, abstract, batch, v, int(hbm * (1 - min_headroom)))
+          for v in chosen]
+
+
+def _with_batch(config, per_chip: int, chips: int):
+  config = copy.deepcopy(config)
+  config.train.batch_size = per_chip * chips
+  return config
+
+
+def max_batch(config, tpu_slice: Slice, info: pipeline.DataInfo, limit: int,
+              hbm_gib: Optional[float] = None, min_headroom: float = 0.0, log=print):
+  """(largest per-chip batch <= limit whose heaviest variant fits or 0, {batch: VariantReport}).
+
+  Doubling from the config's per-chip batch (halving when that does not fit), then bisection
+  between the last fit and the first failure; batches the config cannot take (minibatch-std
+  groups that do not divide the global batch) are skipped. One compile per attempt, logged."""
+  chips = tpu_slice.chips
+  tried = {}
+
+  def valid(b):
+    try:
+      config_check.validate(_with_batch(config, b, chips), chips)
+      return True
+    except config_check.ConfigError:
+      return False
+
+  def fits(b):
+    t0 = time.time()
+    (r,) = check(_with_batch(config, b, chips), tpu_slice, info, 'heaviest', hbm_gib,
+                 min_headroom)
+    tried[b] = r
+    need = (f'{r.required / GIB:.3f} GiB' if not r.error else 'compiler ran out of memory')
+    log(f'max_batch attempt {len(tried)}: {b} per chip (global {b * chips}), {r.name}: '
+        f'{"fits" if r.fits else "does not fit"} ({need}; {time.time() - t0:.0f}s)')
+    return r.fits
+
+  start = min(max(config.train.batch_size // chips, 1), limit)
+  start = next((c for c in range(start, 0, -1) if valid(c)), start)
+  lo, hi = 0, limit + 1  # the largest batch known to fit, the smallest known not to
+  b = start
+  if fits(b):
+    lo = b
+    while lo < limit:  # doubling
+      b = next((c for c in range(min(2 * lo, limit), lo, -1) if valid(c)), None)
+      if b is None:
+        break
+      if not fits(b):
+        hi = b
+        break
+      lo = b
+  else:
+    hi = b
+    while hi > 1:  # halving
+      b = next((c for c in range(hi // 2, 0, -1) if valid(c)), None)
+      if b is None:
+        break
+      if fits(b):
+        lo = b
+        break
+      hi = b
+  if lo == 0:
+    return 0, tried
+  while True:  # bisection over the batches between lo and hi the config can take
+    between = [c for c in range(lo + 1, min(hi, limit + 1)) if valid(c)]
+    if not between:
+      return lo, tried
+    b = between[len(between) // 2]
+    if fits(b):
+      lo = b
+    else:
+      hi = b
 
 
 def _mib(x: float) -> str:
@@ -266,7 +346,9 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
   n = config.train.batch_size
   lines = [f'{config_name} on {tpu_slice.name}: {tpu_slice.chips} chips ({tpu_slice.topology}), '
            f'{hbm_gib:g} GiB HBM per chip; {info.resolution}x{info.resolution}x{info.channels} '
-           f'images, global batch {n} ({n // tpu_slice.chips} per chip).']
+           f'images, global batch {n} ({n // tpu_slice.chips} per chip); bfloat16 in the '
+           f'{models.bf16_resolutions(config.model, "tpu")} highest resolutions, remat '
+           f'{config.train.get("remat", "none")}.']
   for r in reports:
     do_r1, do_pl = next(v for v, name in VARIANT_NAMES.items() if name == r.name)
     lines.append(f'variant {r.name} (R1 {"on" if do_r1 else "off"}, path length '
@@ -281,7 +363,8 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
                 f'  required       {_mib(r.required)}  (the sum: judged against the HBM)',
                 f'  FLOPs/step     {r.flops:.4g}',
                 f'  -> {"fits" if r.fits else "DOES NOT FIT"}: {r.required / GIB:.3f} GiB of '
-                f'{hbm_gib:g} GiB per chip']
+                f'{hbm_gib:g} GiB per chip, headroom '
+                f'{100 * (1 - r.required / (hbm_gib * GIB)):.1f}% of the HBM']
     else:
       first = ' '.join(r.error.split())[:600]
       lines += [f'  -> DOES NOT FIT: the compiler ran out of the {hbm_gib:g} GiB per chip:',
@@ -310,6 +393,10 @@ def define_flags() -> None:
   flags.DEFINE_integer('resolution', None, "Image size, instead of the dataset's declared one.")
   flags.DEFINE_integer('channels', None, "Image channels, instead of the dataset's.")
   flags.DEFINE_integer('num_classes', None, "Label classes, instead of the dataset's.")
+  flags.DEFINE_float('min_headroom', 0.0, 'A variant fits only if it leaves this fraction of '
+                     'the HBM free (0.1: needs at most 90%).')
+  flags.DEFINE_integer('max_batch', 0, 'Search the largest per-chip batch, at most this, whose '
+                       'heaviest variant fits (0: only check the config as it is).')
   flags.mark_flags_as_required(['config', 'topology'])
 
 
@@ -324,7 +411,22 @@ def main(argv):
     hbm_gib = tpu_slice.generation.hbm_gib if FLAGS.hbm_gib is None else FLAGS.hbm_gib
     if hbm_gib <= 0:
       raise ValueError(f'--hbm_gib={FLAGS.hbm_gib} must be positive.')
-    reports = check(FLAGS.config, tpu_slice, info, FLAGS.variants, hbm_gib)
+    if not 0 <= FLAGS.min_headroom < 1:
+      raise ValueError(f'--min_headroom={FLAGS.min_headroom} must be in [0, 1).')
+    if FLAGS.max_batch < 0:
+      raise ValueError(f'--max_batch={FLAGS.max_batch} must be 0 (off) or a batch per chip.')
+    if FLAGS.max_batch:
+      best, tried = max_batch(FLAGS.config, tpu_slice, info, FLAGS.max_batch, hbm_gib,
+                              FLAGS.min_headroom, log=lambda m: print(m, flush=True))
+      if not best:
+        print(f'RESULT: no per-chip batch fits {tpu_slice.name} ({len(tried)} compiles).')
+        return EXIT_DOES_NOT_FIT
+      r = tried[best]
+      print(f'RESULT: max per-chip batch {best} (global {best * tpu_slice.chips}) on '
+            f'{tpu_slice.name}, {r.name}: {r.required / GIB:.3f} GiB of {hbm_gib:g} GiB, '
+            f'{r.flops:.4g} FLOPs/step per chip ({len(tried)} compiles).', flush=True)
+      return EXIT_FITS
+    reports = check(FLAGS.config, tpu_slice, info, FLAGS.variants, hbm_gib, FLAGS.min_headroom)
   except (ValueError, config_check.ConfigError, RuntimeError) as e:
     print(f'gan_jax.aot: {e}', file=sys.stderr)
     return EXIT_BAD_INPUT

@@ -9,6 +9,7 @@ import math
 from gan_jax import augment
 from gan_jax import progressive
 from gan_jax.metrics import registry
+from gan_jax.models import stylegan2
 
 
 class ConfigError(ValueError):
@@ -63,6 +64,12 @@ def validate(config, num_devices: int) -> None:
            '0 (off) or a positive clamp')
   _require(config.model.get('num_bf16_res', 0) >= 0, 'model.num_bf16_res',
            config.model.get('num_bf16_res', 0), '0 (all float32) or more')
+  backends = config.model.get('bf16_backends', 'cpu')
+  _require({b.strip() for b in backends.split(',')} <= {'cpu', 'gpu', 'tpu'},
+           'model.bf16_backends', backends, "comma-separated backends of 'cpu', 'gpu', 'tpu'")
+  remat, policies = t.get('remat', 'none'), sorted(stylegan2.REMAT_POLICIES)
+  _require(remat in policies and (remat == 'none' or config.model.name == 'stylegan2'),
+           'train.remat', remat, f'one of {policies} (other than none: model stylegan2 only)')
   # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
   group = config.model.mbstd_group_size
   _require(group == 0 or (group >= 1 and t.batch_size % min(group, t.batch_size) == 0),

@@ -41,6 +41,7 @@ class StepConfig(NamedTuple):
   ada_target: Optional[float] = None  # None: ada_p stays fixed
   ada_interval: int = 4
   ada_kimg: float = 500.0
+  remat: str = 'none'  # checkpoint policy of G's / D's blocks inside path length / R1
 
   @classmethod
   def from_config(cls, train_config, c_dim: int, augment_config=None) -> 'StepConfig':
@@ -52,7 +53,7 @@ class StepConfig(NamedTuple):
                  ada_interval=a.interval, ada_kimg=a.ada_kimg)
     return cls(t.batch_size, c_dim, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
                t.pl_decay, t.pl_batch_shrink, t.style_mixing_prob, t.ema_kimg, t.ema_rampup,
-               **aug)
+               remat=t.get('remat', 'none'), **aug)
 
   def regularize(self, step: int) -> tuple[bool, bool]:
     """(do_r1, do_pl) for a host-side step counter."""
@@ -105,11 +106,16 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
       ws = jnp.where(mix, ws2, ws)
     return ws, mutated['buffers']
 
-  def synth(g_params, g_buffers, ws, key):
+  # config.train.remat: path length and R1 differentiate twice through G / D; these copies
+  # (same parameters) checkpoint every block, so the double backward keeps the block inputs only.
+  G_reg = G if cfg.remat == 'none' else G.clone(remat=cfg.remat)
+  D_reg = D if cfg.remat == 'none' else D.clone(remat=cfg.remat)
+
+  def synth(g_params, g_buffers, ws, key, G=G):
     return G.apply({'params': g_params, 'buffers': g_buffers}, ws, method='synthesize',
                    rngs={'noise': key})
 
-  def d_logits(d_params, images, c):
+  def d_logits(d_params, images, c, D=D):
     return D.apply({'params': d_params}, images, c)
 
   def augment(images, key, p):
@@ -143,7 +149,8 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
 
     def pl_loss(g_params, g_buffers):
       ws, _ = map_ws(g_params, g_buffers, z_pl, c_pl, k_pl_mix, update_w_avg=False)
-      lengths = losses.path_lengths(lambda w: synth(g_params, g_buffers, w, k_pl_noise), ws, k_y)
+      lengths = losses.path_lengths(lambda w: synth(g_params, g_buffers, w, k_pl_noise, G_reg), ws,
+                                     k_y)
       penalty, new_mean = losses.path_length_penalty(lengths, state.pl_mean, cfg.pl_decay)
       return jnp.mean(penalty) * cfg.pl_weight * cfg.pl_interval, (penalty, new_mean)
 
@@ -192,7 +199,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     def d_main_loss(d_params):
       fake_logits = d_logits(d_params, fakes_aug, c)
       if fuse_r1:  # r1_interval 1: logistic loss and R1 from one forward on the reals
-        real_fn = lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real)
+        real_fn = lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real, D_reg)
         real_logits, penalty = losses.logits_and_r1(real_fn, reals)
         loss = losses.d_logistic(real_logits, fake_logits)
         return loss + r1_term(penalty), (loss, real_logits, fake_logits, penalty)
@@ -224,7 +231,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
 
       def r1_loss(d_params):
         penalty = losses.r1_penalty(
-            lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real), reals)
+            lambda x: d_logits(d_params, augment(x, k_aug_r1, state.ada_p), c_real, D_reg), reals)
         return r1_term(penalty), penalty
 
       (_, penalty), grads = jax.value_and_grad(r1_loss, has_aux=True)(d_params)
