@@ -5,8 +5,11 @@
   python -m gan_jax.main --config experiments/ffhq.py:tiny --workdir /tmp/ffhq_tiny   # CPU check
 
 FFHQ is not downloaded at run time: prepare it once as a TFDS dataset (the README's FFHQ section);
-the run stops at once with instructions when it is missing. `:tiny` runs this config's code path
-(8 mapping layers, style mixing, path length, R1) on the embedded Fashion-MNIST in seconds.
+the run stops at once with instructions when it is missing. On GPUs and TPUs the 4 highest
+resolutions compute in bfloat16 (NVIDIA's mixed precision); on CPU everything stays float32.
+`python -m gan_jax.aot --config experiments/ffhq.py --topology v5e-16` checks the fit for a slice.
+`:tiny` runs this config's code path (8 mapping layers, style mixing, path length, R1) on the
+embedded Fashion-MNIST in seconds.
 """
 
 from gan_jax import config_base

@@ -1,6 +1,7 @@
 """The memory knobs of the flagship configs: bfloat16 per backend (model.bf16_backends) and
 rematerialisation inside R1 / path length (train.remat) — same numbers as without it."""
 
+import json
 import os
 
 import jax
@@ -130,3 +131,15 @@ def test_remat_train_step_matches_no_remat():
     new[remat] = jax.jit(step, static_argnums=(2, 3))(state, batch, True, True)
   assert float(new['none'][1]['loss/D_r1_penalty']) > 0
   _close(new['none'], new['nothing_saveable'])
+
+
+def test_precision_knobs_do_not_change_the_experiment_identity():
+  """A workdir written before bf16_backends existed (or with other precision) still resumes."""
+  from gan_jax import workdir  # pylint: disable=g-import-not-at-top
+  old = json.loads(config_base.load(os.path.join(ROOT, 'experiments/ffhq.py')).to_json())
+  del old['model']['bf16_backends']
+  old['model']['num_bf16_res'] = 0
+  new = json.loads(config_base.load(os.path.join(ROOT, 'experiments/ffhq.py')).to_json())
+  assert workdir.identity_diff(old, new) == []
+  new['model']['channel_base'] = 16384
+  assert workdir.identity_diff(old, new) == ['model.channel_base: 32768 -> 16384']
