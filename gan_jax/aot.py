@@ -3,17 +3,24 @@
   pip install -e ".[aot]"     # jax[tpu]: brings libtpu, the TPU compiler
   python -m gan_jax.aot --config experiments/ffhq.py --topology v5e-16
   python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v4-32 --variants all
+  python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v5e-8 --max_batch 64
 
 Compiles the real train step (`train.sharded_step`: the same jit, state and batch shardings the
 training loop uses) for the named slice with libtpu's compiler, on any machine, and prints per chip
 the memory XLA assigned (arguments, outputs, temporaries, generated code, peak) and the FLOPs of
 one step, then whether it fits the chip's HBM. The dataset need not exist: its image shape comes
-from the TFDS builder's declared features (or --resolution/--channels/--num_classes).
+from the TFDS builder's declared features (or --resolution/--channels/--num_classes). The models are
+built for the 'tpu' backend, so model.num_bf16_res applies when model.bf16_backends names it.
+
+--max_batch N searches the largest per-chip batch (at most N) whose heaviest variant fits: it
+doubles the config's per-chip batch while that fits (halves it while it does not), then bisects
+between the last fit and the first failure, one compile per attempt, each printed.
 
 Exit status: 0 every compiled variant fits; 1 a variant does not fit (the compiler ran out of HBM,
 or the total exceeds --hbm_gib); 2 bad flags or config (message on stderr).
 """
 
+import copy
 import dataclasses
 import math
 import os
@@ -29,14 +36,17 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gan_jax import cli_errors  # pylint: disable=wrong-import-position
 from gan_jax import config_check  # pylint: disable=wrong-import-position
+from gan_jax import models  # pylint: disable=wrong-import-position
 from gan_jax import optim  # pylint: disable=wrong-import-position
 from gan_jax import platforms  # pylint: disable=wrong-import-position
 from gan_jax import sharding  # pylint: disable=wrong-import-position
 from gan_jax import train  # pylint: disable=wrong-import-position
+from gan_jax import train_step  # pylint: disable=wrong-import-position
 from gan_jax.data import pipeline  # pylint: disable=wrong-import-position
 from gan_jax.models import conv  # pylint: disable=wrong-import-position
 
@@ -52,17 +62,24 @@ class Generation:
   cores_per_name_unit: int  # v4-32 counts TensorCores (2 per chip): 16 chips; v5e-16: 16 chips
   dims: int  # 2-D (v5e, v6e) or 3-D torus (v4, v5p)
   chip_config: str  # 'megacore': one JAX device per chip, as on Cloud TPU VMs
+  peak_tflops: float  # peak bfloat16 TFLOP/s per chip
 
 
-# HBM per chip from Cloud TPU's system-architecture pages (v4 32 GiB, v5e 16 GiB, v5p 95 GiB,
-# v6e Trillium 32 GiB).
+# HBM and peak bf16 compute per chip from Cloud TPU's system-architecture pages (v4 32 GiB,
+# 275 TFLOP/s; v5e 16 GiB, 197; v5p 95 GiB, 459; v6e Trillium 32 GiB, 918).
 GENERATIONS = {
-    'v4': Generation('v4', 32, 2, 3, 'megacore'),
-    'v5p': Generation('v5p', 95, 2, 3, 'megacore'),
-    'v5e': Generation('v5e', 16, 1, 2, 'default'),
-    'v5litepod': Generation('v5e', 16, 1, 2, 'default'),
-    'v6e': Generation('v6e', 32, 1, 2, 'default'),
+    'v4': Generation('v4', 32, 2, 3, 'megacore', 275),
+    'v5p': Generation('v5p', 95, 2, 3, 'megacore', 459),
+    'v5e': Generation('v5e', 16, 1, 2, 'default', 197),
+    'v5litepod': Generation('v5e', 16, 1, 2, 'default', 197),
+    'v6e': Generation('v6e', 32, 1, 2, 'default', 918),
 }
+
+
+def sec_per_kimg_bound(flops_per_chip: float, global_batch: int, peak_tflops: float) -> float:
+  """A lower bound on seconds per 1000 images: the step's FLOPs on one chip at the chip's peak
+  bf16 rate (no step reaches it: float32 layers, memory-bound ops and communication are slower)."""
+  return flops_per_chip / (peak_tflops * 1e12) * 1000 / global_batch
 
 # Reachable (do_r1, do_pl) flags of the train step, heaviest first.
 VARIANT_NAMES = {(True, True): 'r1_pl', (True, False): 'r1', (False, True): 'pl',
@@ -175,6 +192,16 @@ def reachable_variants(step_cfg) -> list:
   return [v for v in VARIANT_NAMES if v in seen]
 
 
+def variant_weights(step_cfg) -> dict:
+  """{variant name: fraction of the steps that run it}, over one period of the intervals."""
+  period = math.lcm(max(step_cfg.r1_interval, 1), max(step_cfg.pl_interval, 1))
+  counts = {}
+  for s in range(period):
+    name = VARIANT_NAMES[step_cfg.regularize(s)]
+    counts[name] = counts.get(name, 0) + 1
+  return {k: v / period for k, v in counts.items()}
+
+
 @dataclasses.dataclass
 class VariantReport:
   """Per-chip numbers of one compiled variant (bytes; FLOPs of one step on one chip)."""
@@ -227,8 +254,9 @@ def compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> 
 
 
 def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'heaviest',
-          hbm_gib: Optional[float] = None) -> list:
-  """Compiles the config's train step for the slice; a VariantReport per variant."""
+          hbm_gib: Optional[float] = None, min_headroom: float = 0.0) -> list:
+  """Compiles the config's train step for the slice; a VariantReport per variant. A variant fits
+  when it needs at most (1 - min_headroom) of the HBM."""
   devices = topology_devices(tpu_slice)
   mesh = sharding.make_mesh(config.mesh, devices)
   config_check.validate(config, mesh.size)
@@ -237,7 +265,7 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
     raise config_check.ConfigError(
         'config.progressive.enabled=True: gan_jax.aot compiles the StyleGAN2 step only, not the '
         'progressive one (gan_jax/progressive_step.py); check a fixed-resolution config instead')
-  G, D, c_dim = train.build(config, info)
+  G, D, c_dim = train.build(config, info, backend='tpu')  # bf16 as on the TPU
   g_tx, d_tx = optim.make_optimizers(config.train)
   abstract, _, batch_shard, step_cfg, step_fn = train.sharded_step(config, mesh, G, D, g_tx, d_tx,
                                                                    c_dim)
@@ -261,7 +289,91 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
                          f'{sorted(by_name)} (or say heaviest / all).')
       chosen.append(by_name[name])
   hbm = (tpu_slice.generation.hbm_gib if hbm_gib is None else hbm_gib) * GIB
-  return [compile_variant(step_fn, abstract, batch, v, int(hbm)) for v in chosen]
+  reports = []
+  for v in chosen:
+    reports.append(compile_variant(step_fn, abstract, batch, v, int(hbm * (1 - min_headroom))))
+    r = reports[-1]
+    logging.info('compiled %s in %.0fs: %s', r.name, r.compile_sec,
+                 'out of memory' if r.error else f'{r.required / GIB:.3f} GiB, {r.flops:.4g} FLOPs')
+  return reports
+
+
+def _with_batch(config, per_chip: int, chips: int):
+  config = copy.deepcopy(config)
+  config.train.batch_size = per_chip * chips
+  return config
+
+
+def search_batch(fits, start: int, limit: int, valid=lambda b: True) -> int:
+  """The largest batch b <= limit with fits(b), assuming fits is monotone (0 if even the
+  smallest valid batch does not fit). Doubling from `start` while it fits (halving while it does
+  not), then bisection between the last fit and the first failure; only batches with valid(b)
+  are tried, each once."""
+  lo, hi = 0, limit + 1  # the largest batch known to fit, the smallest known not to
+  b = next((c for c in range(min(max(start, 1), limit), 0, -1) if valid(c)), None)
+  if b is None:
+    return 0
+  if fits(b):
+    lo = b
+    while lo < limit:  # doubling
+      b = next((c for c in range(min(2 * lo, limit), lo, -1) if valid(c)), None)
+      if b is None:
+        break
+      if not fits(b):
+        hi = b
+        break
+      lo = b
+  else:
+    hi = b
+    while hi > 1:  # halving
+      b = next((c for c in range(hi // 2, 0, -1) if valid(c)), None)
+      if b is None:
+        break
+      if fits(b):
+        lo = b
+        break
+      hi = b
+  if lo == 0:
+    return 0
+  while True:  # bisection over the batches between lo and hi the config can take
+    between = [c for c in range(lo + 1, min(hi, limit + 1)) if valid(c)]
+    if not between:
+      return lo
+    b = between[len(between) // 2]
+    if fits(b):
+      lo = b
+    else:
+      hi = b
+
+
+def max_batch(config, tpu_slice: Slice, info: pipeline.DataInfo, limit: int,
+              hbm_gib: Optional[float] = None, min_headroom: float = 0.0, log=print):
+  """(largest per-chip batch <= limit whose heaviest variant fits or 0, {batch: VariantReport}):
+  `search_batch` from the config's per-chip batch, one compile per attempt, each logged. Batches
+  the config cannot take (minibatch-std groups that do not divide the global batch) are
+  skipped."""
+  chips = tpu_slice.chips
+  tried = {}
+
+  def valid(b):
+    try:
+      config_check.validate(_with_batch(config, b, chips), chips)
+      return True
+    except config_check.ConfigError:
+      return False
+
+  def fits(b):
+    t0 = time.time()
+    (r,) = check(_with_batch(config, b, chips), tpu_slice, info, 'heaviest', hbm_gib,
+                 min_headroom)
+    tried[b] = r
+    need = f'{r.required / GIB:.3f} GiB' if not r.error else 'the compiler ran out of memory'
+    log(f'max_batch attempt {len(tried)}: {b} per chip (global {b * chips}), {r.name}: '
+        f'{"fits" if r.fits else "does not fit"} ({need}; compiled in {time.time() - t0:.0f}s)')
+    return r.fits
+
+  best = search_batch(fits, config.train.batch_size // chips, limit, valid)
+  return best, tried
 
 
 def _mib(x: float) -> str:
@@ -271,9 +383,12 @@ def _mib(x: float) -> str:
 def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: float,
                   reports: Sequence[VariantReport]) -> str:
   n = config.train.batch_size
+  peak = tpu_slice.generation.peak_tflops
   lines = [f'{config_name} on {tpu_slice.name}: {tpu_slice.chips} chips ({tpu_slice.topology}), '
            f'{hbm_gib:g} GiB HBM per chip; {info.resolution}x{info.resolution}x{info.channels} '
-           f'images, global batch {n} ({n // tpu_slice.chips} per chip).']
+           f'images, global batch {n} ({n // tpu_slice.chips} per chip); bfloat16 in the '
+           f'{models.bf16_resolutions(config.model, "tpu")} highest resolutions, remat '
+           f'{config.train.get("remat", "none")}.']
   for r in reports:
     do_r1, do_pl = next(v for v, name in VARIANT_NAMES.items() if name == r.name)
     lines.append(f'variant {r.name} (R1 {"on" if do_r1 else "off"}, path length '
@@ -287,12 +402,21 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
                 f'  peak           {_mib(r.peak)}  (XLA\'s peak of live buffers)',
                 f'  required       {_mib(r.required)}  (the sum: judged against the HBM)',
                 f'  FLOPs/step     {r.flops:.4g}',
+                f'  at peak        {sec_per_kimg_bound(r.flops, n, peak):10.3g} sec/kimg  (every '
+                f'step this variant at the {peak:g} TFLOP/s bf16 peak: a lower bound)',
                 f'  -> {"fits" if r.fits else "DOES NOT FIT"}: {r.required / GIB:.3f} GiB of '
-                f'{hbm_gib:g} GiB per chip']
+                f'{hbm_gib:g} GiB per chip, headroom '
+                f'{100 * (1 - r.required / (hbm_gib * GIB)):.1f}% of the HBM']
     else:
       first = ' '.join(r.error.split())[:600]
       lines += [f'  -> DOES NOT FIT: the compiler ran out of the {hbm_gib:g} GiB per chip:',
                 f'     {first}']
+  weights = variant_weights(train_step.StepConfig.from_config(config.train, 0))
+  if {r.name for r in reports} == set(weights) and all(not r.error for r in reports):
+    flops = sum(weights[r.name] * r.flops for r in reports)
+    lines.append(f'mean over the variants\' steps: {flops:.4g} FLOPs/step per chip; at the '
+                 f'{peak:g} TFLOP/s bf16 peak {sec_per_kimg_bound(flops, n, peak):.3g} sec/kimg '
+                 f'(a lower bound)')
   verdict = all(r.fits for r in reports)
   lines.append(f'RESULT: {"fits" if verdict else "does NOT fit"} {tpu_slice.name} '
                f'({", ".join(r.name for r in reports)}).')
@@ -317,6 +441,10 @@ def define_flags() -> None:
   flags.DEFINE_integer('resolution', None, "Image size, instead of the dataset's declared one.")
   flags.DEFINE_integer('channels', None, "Image channels, instead of the dataset's.")
   flags.DEFINE_integer('num_classes', None, "Label classes, instead of the dataset's.")
+  flags.DEFINE_float('min_headroom', 0.0, 'A variant fits only if it leaves this fraction of '
+                     'the HBM free (0.1: needs at most 90%).')
+  flags.DEFINE_integer('max_batch', 0, 'Search the largest per-chip batch, at most this, whose '
+                       'heaviest variant fits (0: only check the config as it is).')
   flags.mark_flags_as_required(['config', 'topology'])
 
 
@@ -332,7 +460,22 @@ def main(argv):
     hbm_gib = tpu_slice.generation.hbm_gib if FLAGS.hbm_gib is None else FLAGS.hbm_gib
     if hbm_gib <= 0:
       raise ValueError(f'--hbm_gib={FLAGS.hbm_gib} must be positive.')
-    reports = check(config, tpu_slice, info, FLAGS.variants, hbm_gib)
+    if not 0 <= FLAGS.min_headroom < 1:
+      raise ValueError(f'--min_headroom={FLAGS.min_headroom} must be in [0, 1).')
+    if FLAGS.max_batch < 0:
+      raise ValueError(f'--max_batch={FLAGS.max_batch} must be 0 (off) or a batch per chip.')
+    if FLAGS.max_batch:
+      best, tried = max_batch(config, tpu_slice, info, FLAGS.max_batch, hbm_gib,
+                              FLAGS.min_headroom, log=lambda m: print(m, flush=True))
+      if not best:
+        print(f'RESULT: no per-chip batch fits {tpu_slice.name} ({len(tried)} compiles).')
+        return EXIT_DOES_NOT_FIT
+      r = tried[best]
+      print(f'RESULT: max per-chip batch {best} (global {best * tpu_slice.chips}) on '
+            f'{tpu_slice.name}, {r.name}: {r.required / GIB:.3f} GiB of {hbm_gib:g} GiB, '
+            f'{r.flops:.4g} FLOPs/step per chip ({len(tried)} compiles).', flush=True)
+      return EXIT_FITS
+    reports = check(config, tpu_slice, info, FLAGS.variants, hbm_gib, FLAGS.min_headroom)
   except (ValueError, RuntimeError) as e:  # bad flags or config (ConfigError is a ValueError)
     raise cli_errors.UserError(str(e)) from e  # one line, exit EXIT_BAD_INPUT
   config_name = config_flags.get_config_filename(FLAGS['config'])

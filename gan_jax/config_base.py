@@ -29,6 +29,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Mixed precision: the num_bf16_res highest resolutions of G and D compute in bfloat16 (params,
   # optimizer and the RGB skip image stay float32); NVIDIA uses 4 (float16) with conv_clamp 256.
   config.model.num_bf16_res = 0
+  # Backends (comma-separated) on which num_bf16_res applies; elsewhere G and D compute in float32.
+  # Resolved when the step is built, by the backend it is compiled for (gan_jax.aot: 'tpu'). The
+  # flagship configs say 'gpu,tpu': CPUs have no bfloat16 units and run it at half speed.
+  config.model.bf16_backends = 'cpu,gpu,tpu'
   config.model.mbstd_group_size = 4  # 0: the whole minibatch (the ProGAN paper's)
   config.model.mbstd_num_channels = 1
   config.model.conditional = False  # use the dataset's labels (class count comes from the dataset)
@@ -62,6 +66,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.ema_kimg = 10.0  # half-life of the G_ema weights, in kimg
   config.train.ema_rampup = 0.0  # >0: half-life at most this fraction of the images seen so far
   config.train.w_avg_beta = 0.995  # decay of the tracked average w used for truncation
+  # Rematerialisation inside R1 and path length, whose double backward keeps the activations of
+  # D's / G's forward and backward pass: 'none', or a jax.checkpoint policy applied to every block
+  # ('nothing_saveable': keep block inputs only, recompute the rest; 'dots_saveable': keep conv
+  # and matmul outputs too; 'dots_with_no_batch_dims_saveable'). StyleGAN2 models only.
+  config.train.remat = 'none'
   # NaN/Inf in a loss or the weights: 'halt' (stop, naming the step) or 'rollback' (restore the
   # last checkpoint, draw new latents, go on; at most max_rollbacks times, then halt).
   config.train.nonfinite_action = 'halt'

@@ -9,6 +9,7 @@ import math
 from gan_jax import augment
 from gan_jax import progressive
 from gan_jax.metrics import registry
+from gan_jax.models import stylegan2
 
 
 class ConfigError(ValueError):
@@ -136,6 +137,12 @@ def validate(config, num_devices: int) -> None:
   _require(t.nonfinite_action in ('halt', 'rollback'), 'train.nonfinite_action',
            t.nonfinite_action, "'halt' or 'rollback'")
   _validate_augment(config)
+  backends = config.model.get('bf16_backends', 'cpu')
+  _require({b.strip() for b in backends.split(',')} <= {'cpu', 'gpu', 'tpu'},
+           'model.bf16_backends', backends, "comma-separated backends of 'cpu', 'gpu', 'tpu'")
+  remat, policies = t.get('remat', 'none'), sorted(stylegan2.REMAT_POLICIES)
+  _require(remat in policies and (remat == 'none' or config.model.name == 'stylegan2'),
+           'train.remat', remat, f'one of {policies} (other than none: model stylegan2 only)')
   # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
   group = config.model.mbstd_group_size
   _require(group == 0 or t.batch_size % min(group, t.batch_size) == 0,

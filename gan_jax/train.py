@@ -36,10 +36,11 @@ def total_steps(train_config) -> int:
   return steps
 
 
-def build(config, info: pipeline.DataInfo):
-  """(G, D, c_dim) for the config and the dataset it trains on."""
+def build(config, info: pipeline.DataInfo, backend: Optional[str] = None):
+  """(G, D, c_dim) for the config and the dataset it trains on, compiled for `backend` (default:
+  JAX's default backend; it decides whether model.num_bf16_res applies)."""
   c_dim = info.num_classes if config.model.conditional else 0
-  G, D = models.build(config.model, info.resolution, info.channels, c_dim)
+  G, D = models.build(config.model, info.resolution, info.channels, c_dim, backend)
   return G, D, c_dim
 
 

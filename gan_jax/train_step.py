@@ -46,6 +46,7 @@ class StepConfig(NamedTuple):
   ada_target: Optional[float] = None  # None: ada_p stays fixed
   ada_interval: int = 4
   ada_kimg: float = 500.0
+  remat: str = 'none'  # checkpoint policy of G's / D's blocks inside path length / R1
 
   @classmethod
   def from_config(cls, train_config, c_dim: int, augment_config=None) -> 'StepConfig':
@@ -57,7 +58,7 @@ class StepConfig(NamedTuple):
                  ada_interval=a.interval, ada_kimg=a.ada_kimg)
     return cls(t.batch_size, c_dim, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
                t.pl_decay, t.pl_batch_shrink, t.style_mixing_prob, t.ema_kimg, t.ema_rampup,
-               **aug)
+               remat=t.get('remat', 'none'), **aug)
 
   def regularize(self, step: int) -> tuple[bool, bool]:
     """(do_r1, do_pl) for a host-side step counter."""
@@ -147,6 +148,10 @@ class Phases:
                noise_mode: str = 'random'):
     self.G, self.D, self.cfg, self.noise_mode = G, D, cfg, noise_mode
     self.shard = shard or (lambda x: x)
+    # config.train.remat: path length and R1 differentiate twice through G / D; these copies
+    # (same parameters) checkpoint every block, so the double backward keeps the block inputs only.
+    self.G_reg = G if cfg.remat == 'none' else G.clone(remat=cfg.remat)
+    self.D_reg = D if cfg.remat == 'none' else D.clone(remat=cfg.remat)
 
   def map_ws(self, g_params, g_buffers, d: GDraws, update_w_avg: bool):
     """Mapping with style mixing; returns (ws, new buffers)."""
@@ -159,9 +164,10 @@ class Phases:
       ws = jnp.where(mix, ws2, ws)
     return ws, mutated['buffers']
 
-  def synth(self, g_params, g_buffers, ws, d: GDraws):
-    return self.G.apply({'params': g_params, 'buffers': g_buffers}, ws, method='synthesize',
-                        noise_mode=self.noise_mode, rngs={'noise': d.noise})
+  def synth(self, g_params, g_buffers, ws, d: GDraws, G=None):
+    return (G or self.G).apply({'params': g_params, 'buffers': g_buffers}, ws,
+                               method='synthesize', noise_mode=self.noise_mode,
+                               rngs={'noise': d.noise})
 
   def run_g(self, g_params, g_buffers, d: GDraws, update_w_avg: bool):
     """(images, new buffers) of one generator evaluation."""
@@ -173,8 +179,8 @@ class Phases:
     fakes, buffers = self.run_g(g_params, g_buffers, draws.d_main, update_w_avg=True)
     return jax.lax.stop_gradient(fakes), buffers
 
-  def d_logits(self, d_params, images, c):
-    return self.D.apply({'params': d_params}, images, c)
+  def d_logits(self, d_params, images, c, D=None):
+    return (D or self.D).apply({'params': d_params}, images, c)
 
   def augment(self, images, key, p):
     if self.cfg.augment is None:
@@ -197,8 +203,8 @@ class Phases:
     if pl:
       d = draws.g_pl
       ws, buffers = self.map_ws(g_params, buffers, d, update_w_avg=True)
-      lengths = losses.path_lengths(lambda w: self.synth(g_params, buffers, w, d), ws,
-                                    draws.pl_noise)
+      lengths = losses.path_lengths(lambda w: self.synth(g_params, buffers, w, d, self.G_reg),
+                                    ws, draws.pl_noise)
       penalty, new_mean = losses.path_length_penalty(lengths, pl_mean, cfg.pl_decay)
       loss = loss + jnp.mean(penalty) * cfg.pl_weight * cfg.pl_interval
       metrics['loss/G_pl_penalty'] = jnp.mean(penalty)
@@ -214,7 +220,8 @@ class Phases:
       fake_logits = self.d_logits(d_params, self.augment(fakes, draws.aug[1], ada_p),
                                   draws.d_main.c)
     aug_key = draws.aug[3] if r1 else draws.aug[2]
-    real_fn = lambda x: self.d_logits(d_params, self.augment(x, aug_key, ada_p), c_real)
+    real_fn = lambda x: self.d_logits(d_params, self.augment(x, aug_key, ada_p), c_real,
+                                      self.D_reg if r1 else self.D)
     if r1:
       real_logits, penalty = losses.logits_and_r1(real_fn, reals)
       metrics['loss/D_r1_penalty'] = jnp.mean(penalty)

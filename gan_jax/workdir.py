@@ -13,6 +13,8 @@ from etils import epath
 
 # The config sections whose change makes existing checkpoints another experiment's.
 IDENTITY_KEYS = ('model', 'data.name', 'seed')
+# Compute precision, not the parameters (they stay float32): a run may resume with other values.
+NOT_IDENTITY = ('model.num_bf16_res', 'model.bf16_backends')
 
 
 class WorkdirError(RuntimeError):
@@ -40,7 +42,7 @@ def identity_diff(old: dict, new: dict) -> list[str]:
     _flatten(key, _get(old, key), a)
     _flatten(key, _get(new, key), b)
   return [f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in sorted(set(a) | set(b))
-          if a.get(k) != b.get(k)]
+          if a.get(k) != b.get(k) and k not in NOT_IDENTITY]
 
 
 def _step_dirs(ckpt_dir: epath.Path) -> list[epath.Path]:

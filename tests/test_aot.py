@@ -167,7 +167,7 @@ def test_config_is_validated_for_the_slice():
 
 
 def _numbers(stdout: str) -> dict:
-  return {k: float(v) for k, v in re.findall(r'^\s+(\w[\w/ ]*?)\s+([\d.e+]+)(?: MiB)?',
+  return {k: float(v) for k, v in re.findall(r'^\s+(\w[\w/ ]*?)\s+(\d[\d.]*(?:e[+-]?\d+)?)(?: MiB)?',
                                              stdout, re.M)}
 
 
@@ -198,3 +198,42 @@ def test_cli_tiny_config_all_variants_fit():
   for name in ('r1_pl', 'r1', 'pl', 'plain'):
     assert f'variant {name} ' in r.stdout
   assert 'RESULT: fits v5e-4' in r.stdout
+
+
+@pytest.mark.parametrize('start,limit,largest', [(2, 64, 13), (32, 64, 13), (1, 8, 8), (2, 64, 1),
+                                                 (4, 64, 0), (2, 13, 13), (2, 64, 64)])
+def test_max_batch_search_finds_the_largest_fit_in_few_compiles(start, limit, largest):
+  tried = []
+
+  def fits(b):
+    tried.append(b)
+    return b <= largest
+
+  assert aot.search_batch(fits, start, limit) == min(largest, limit)
+  assert len(tried) == len(set(tried))  # no batch compiled twice
+  assert len(tried) <= 2 * math.ceil(math.log2(limit)) + 2  # doubling + bisection, not a scan
+
+
+def test_max_batch_search_tries_only_batches_the_config_takes():
+  tried = []
+  even = lambda b: b % 2 == 0
+  got = aot.search_batch(lambda b: tried.append(b) or b <= 11, 3, 64, valid=even)
+  assert got == 10 and all(even(b) for b in tried)
+
+
+def test_report_names_precision_remat_and_the_flops_bound():
+  config = config_base.load(os.path.join(ROOT, 'experiments/ffhq.py'))
+  s = aot.parse_slice('v5e-16')
+  gib = aot.GIB
+  reports = [aot.VariantReport('r1_pl', True, 1.0, argument=gib, temp=9 * gib, flops=4e12),
+             aot.VariantReport('pl', True, 1.0, argument=gib, temp=5 * gib, flops=3e12),
+             aot.VariantReport('plain', True, 1.0, argument=gib, temp=3 * gib, flops=2e12)]
+  text = aot.format_report('ffhq.py', s, aot.pipeline.DataInfo(1024, 3, 0, 0), config, 16, reports)
+  assert 'bfloat16 in the 4 highest resolutions' in text  # the TPU gets the bf16 model
+  assert 'headroom 37.5% of the HBM' in text  # 10 GiB of 16
+  # Per variant: 4e12 FLOPs at 197e12 FLOP/s for 32 images = 0.635 s/kimg.
+  assert re.search(r'at peak\s+0\.635 sec/kimg', text)
+  # Weighted by how often each runs (1/16, 3/16, 12/16): 2.25e12 FLOPs.
+  mean = (4e12 + 3 * 3e12 + 12 * 2e12) / 16
+  assert f'{mean:.4g} FLOPs/step per chip' in text
+  assert f'{aot.sec_per_kimg_bound(mean, 32, 197):.3g} sec/kimg' in text

@@ -51,6 +51,30 @@ def compute_dtype(res: int, img_resolution: int, num_bf16_res: int):
   return jnp.bfloat16 if res >= threshold else jnp.float32
 
 
+# Rematerialisation policies of the blocks (config.train.remat): 'none' keeps every activation for
+# the backward pass; the others wrap each synthesis / discriminator block in `jax.checkpoint` with
+# this policy, so only the block's inputs (and what the policy saves) are kept and the rest is
+# recomputed when the gradient needs it. The train step uses it inside R1 and path length, whose
+# double backward keeps both the forward and the backward activations of the whole network.
+REMAT_POLICIES = {
+    'none': None,
+    'nothing_saveable': jax.checkpoint_policies.nothing_saveable,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,  # convs and matmuls are kept
+    'dots_with_no_batch_dims_saveable':
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_block(cls, remat: str, static_argnums: tuple = ()):
+  """`cls`, or `cls` with every call checkpointed under REMAT_POLICIES[remat] (`static_argnums`
+  count `self` as 0). Parameter names do not change."""
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f'remat={remat!r}; known: {sorted(REMAT_POLICIES)}')
+  if remat == 'none':
+    return cls
+  return nn.remat(cls, policy=REMAT_POLICIES[remat], static_argnums=static_argnums)
+
+
 def _log2_resolution(img_resolution: int) -> int:
   log2 = int(round(math.log2(img_resolution)))
   if img_resolution < 4 or 2 ** log2 != img_resolution:
@@ -219,6 +243,7 @@ class SynthesisNetwork(nn.Module):
   channel_max: int = 512
   conv_clamp: Optional[float] = None
   num_bf16_res: int = 0  # the highest resolutions computed in bfloat16 (0: all float32)
+  remat: str = 'none'  # REMAT_POLICIES: checkpoint every block
 
   @property
   def num_ws(self) -> int:
@@ -234,10 +259,10 @@ class SynthesisNetwork(nn.Module):
     for log2 in range(2, _log2_resolution(self.img_resolution) + 1):
       res = 2 ** log2
       num_conv = 1 if res == 4 else 2
-      block = SynthesisBlock(channels_at(res, self.channel_base, self.channel_max), res,
-                             self.img_channels, conv_clamp=self.conv_clamp,
-                             dtype=compute_dtype(res, self.img_resolution, self.num_bf16_res),
-                             name=f'b{res}')
+      block = remat_block(SynthesisBlock, self.remat, static_argnums=(4,))(
+          channels_at(res, self.channel_base, self.channel_max), res, self.img_channels,
+          conv_clamp=self.conv_clamp,
+          dtype=compute_dtype(res, self.img_resolution, self.num_bf16_res), name=f'b{res}')
       x, img = block(x, img, ws[:, w_idx:w_idx + num_conv + 1], noise_mode)
       w_idx += num_conv
     return img
@@ -261,6 +286,7 @@ class Generator(nn.Module):
   conv_clamp: Optional[float] = None
   num_bf16_res: int = 0
   w_avg_beta: float = 0.995
+  remat: str = 'none'  # REMAT_POLICIES, for the synthesis blocks
 
   @property
   def num_ws(self) -> int:
@@ -274,7 +300,7 @@ class Generator(nn.Module):
     self.synthesis = SynthesisNetwork(self.w_dim, self.img_resolution, self.img_channels,
                                       channel_base=self.channel_base,
                                       channel_max=self.channel_max, conv_clamp=self.conv_clamp,
-                                      num_bf16_res=self.num_bf16_res)
+                                      num_bf16_res=self.num_bf16_res, remat=self.remat)
 
   def map(self, z: Array, c: Optional[Array], truncation_psi=1.0,
           truncation_cutoff: Optional[int] = None, update_w_avg: bool = False) -> Array:
@@ -375,6 +401,7 @@ class Discriminator(nn.Module):
   cmap_dim: Optional[int] = None
   mapping_layers: int = 8
   mapping_lr_multiplier: float = 0.01
+  remat: str = 'none'  # REMAT_POLICIES, for the blocks above 4x4
 
   @nn.compact
   def __call__(self, img: Array, c: Optional[Array] = None) -> Array:
@@ -386,10 +413,10 @@ class Discriminator(nn.Module):
     img = img.astype(jnp.float32)
     x = None
     for res in [2 ** i for i in range(log2, 2, -1)]:
-      x = DiscriminatorBlock(ch(res), ch(res // 2), first=res == self.img_resolution,
-                             conv_clamp=self.conv_clamp,
-                             dtype=compute_dtype(res, self.img_resolution, self.num_bf16_res),
-                             name=f'b{res}')(x, img)
+      x = remat_block(DiscriminatorBlock, self.remat)(
+          ch(res), ch(res // 2), first=res == self.img_resolution,
+          conv_clamp=self.conv_clamp,
+          dtype=compute_dtype(res, self.img_resolution, self.num_bf16_res), name=f'b{res}')(x, img)
     if x is not None:
       x = x.astype(jnp.float32)  # the 4x4 epilogue (minibatch std, fc, out) runs in float32
     cmap_dim = 0
