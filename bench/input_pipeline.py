@@ -110,4 +110,5 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  from gan_jax import cli_errors  # pylint: disable=g-import-not-at-top
+  cli_errors.run(main)  # one-line user errors; no libtpu probing without a TPU
