@@ -30,6 +30,7 @@ import optax
 
 from gan_jax import losses
 from gan_jax import models
+from gan_jax import optim
 from gan_jax import train_step
 from gan_jax.models import layers
 from gan_jax.models import stylegan
@@ -59,10 +60,10 @@ class ProgressiveStepConfig(NamedTuple):
 
 def make_optimizers(train_config):
   """(G Adam, D Adam) from config.train: lr, betas, eps as given (no lazy-regularisation
-  adjustment: the regularisers run in every step)."""
+  adjustment: the regularisers run in every step); torch's Adam, as `optim.adam`."""
   t = train_config
-  return (optax.adam(t.g_lr, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps),
-          optax.adam(t.d_lr, b1=t.adam_b1, b2=t.adam_b2, eps=t.adam_eps))
+  return (optim.adam(t.g_lr, t.adam_b1, t.adam_b2, t.adam_eps),
+          optim.adam(t.d_lr, t.adam_b1, t.adam_b2, t.adam_eps))
 
 
 def ema_beta(batch_size: int, nimg: jax.Array, cfg: ProgressiveStepConfig) -> jax.Array:
