@@ -26,20 +26,15 @@ import jax.numpy as jnp
 
 from gan_jax.metrics import inception
 from gan_jax.metrics import ppl
+from gan_jax.models import layers
 
 Array = jax.Array
 DISTANCES = ('inception', 'pixel')
 INCEPTION_TAPS = ('conv_2', 'conv_4', 'mixed_2', 'mixed_3')
 
 
-def box_downscale(x: Array, k: int) -> Array:
-  """NHWC mean over k x k blocks (H and W must be multiples of k)."""
-  if k == 1:
-    return x
-  n, h, w, c = x.shape
-  if h % k or w % k:
-    raise ValueError(f'cannot box-downscale {h}x{w} by {k}: not a multiple')
-  return x.reshape(n, h // k, k, w // k, k, c).mean(axis=(2, 4))
+# NHWC mean over k x k blocks (H and W must be multiples of k): the models' average pooling.
+box_downscale = layers.downsample_avg
 
 
 def pixel_distance(x: Array, target: Array, mask: Optional[Array] = None) -> Array:
