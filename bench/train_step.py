@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from gan_jax import config_base
-from gan_jax import optim
 from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train
@@ -101,9 +100,9 @@ def main():
   config.mesh.data = args.devices
   info = data_info(config, args.resolution, args.channels)
   G, D, c_dim = train.build(config, info)
-  g_tx, d_tx = optim.make_optimizers(config.train)
   mesh = sharding.make_mesh(config.mesh)
-  _, state_shard, bshard, cfg, step_fn = train.sharded_step(config, mesh, G, D, g_tx, d_tx, c_dim)
+  _, state_shard, bshard, step_def, step_fn = train.sharded_step(config, mesh, G, D, c_dim)
+  g_tx, d_tx = step_def.g_tx, step_def.d_tx
   state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
                   out_shardings=state_shard)(jax.random.PRNGKey(0))
   n = config.train.batch_size
@@ -117,7 +116,7 @@ def main():
         f'devices {mesh.size}  {jax.devices()[0].platform}  bf16 res '
         f'{config.model.get("num_bf16_res", 0)}  G {state_lib.param_count(state.g_params):,} '
         f'params  D {state_lib.param_count(state.d_params):,} params')
-  schedule = [cfg.regularize(s) for s in range(64)]
+  schedule = [step_def.variant(s) for s in range(64)]
   variants = {NAMES[f]: f for f in sorted(set(schedule))}
   if args.variants:
     unknown = set(args.variants.split(',')) - set(variants)
@@ -129,13 +128,14 @@ def main():
         f'{"GFLOP/s":>8s}  XLA memory estimate')
   for name, flags in variants.items():
     t0 = time.perf_counter()
-    compiled = step_fn.lower(state, batch, *flags).compile()
+    stage_args = (np.float32(1), np.int32(0), info.resolution, flags)
+    compiled = step_fn.lower(state, batch, *stage_args).compile()
     compile_s = time.perf_counter() - t0
-    state, m = compiled(state, batch)  # warm-up
+    state, m = compiled(state, batch, *stage_args[:2])  # warm-up
     jax.block_until_ready(m)
     t0 = time.perf_counter()
     for _ in range(args.steps):
-      state, m = compiled(state, batch)
+      state, m = compiled(state, batch, *stage_args[:2])
     jax.block_until_ready((state, m))
     sec[flags] = (time.perf_counter() - t0) / args.steps
     flops[flags] = flops_of(compiled)

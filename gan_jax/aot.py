@@ -42,7 +42,6 @@ from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,w
 from gan_jax import cli_errors  # pylint: disable=wrong-import-position
 from gan_jax import config_check  # pylint: disable=wrong-import-position
 from gan_jax import models  # pylint: disable=wrong-import-position
-from gan_jax import optim  # pylint: disable=wrong-import-position
 from gan_jax import platforms  # pylint: disable=wrong-import-position
 from gan_jax import sharding  # pylint: disable=wrong-import-position
 from gan_jax import train  # pylint: disable=wrong-import-position
@@ -82,8 +81,7 @@ def sec_per_kimg_bound(flops_per_chip: float, global_batch: int, peak_tflops: fl
   return flops_per_chip / (peak_tflops * 1e12) * 1000 / global_batch
 
 # Reachable (do_r1, do_pl) flags of the train step, heaviest first.
-VARIANT_NAMES = {(True, True): 'r1_pl', (True, False): 'r1', (False, True): 'pl',
-                 (False, False): 'plain'}
+VARIANT_NAMES = train_step.VARIANT_NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +232,8 @@ def compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> 
   t0 = time.time()
   try:
     with conv.target_platform('tpu'):  # XLA's own conv gradients, not the CPU ones
-      lowered = step_fn.lower(abstract, batch, *flags_)
+      lowered = step_fn.lower(abstract, batch, jnp.float32(1), jnp.int32(0),
+                              batch['image'].shape[1], flags_)
     compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except
     if 'RESOURCE_EXHAUSTED' not in str(e) and 'Ran out of memory' not in str(e):
@@ -266,9 +265,8 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
         'config.progressive.enabled=True: gan_jax.aot compiles the StyleGAN2 step only, not the '
         'progressive one (gan_jax/progressive_step.py); check a fixed-resolution config instead')
   G, D, c_dim = train.build(config, info, backend='tpu')  # bf16 as on the TPU
-  g_tx, d_tx = optim.make_optimizers(config.train)
-  abstract, _, batch_shard, step_cfg, step_fn = train.sharded_step(config, mesh, G, D, g_tx, d_tx,
-                                                                   c_dim)
+  abstract, _, batch_shard, _, step_fn = train.sharded_step(config, mesh, G, D, c_dim)
+  step_cfg = train_step.StepConfig.from_config(config.train, c_dim, config.augment)
   n = config.train.batch_size
   batch = {
       'image': jax.ShapeDtypeStruct((n, info.resolution, info.resolution, info.channels),

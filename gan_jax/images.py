@@ -29,3 +29,16 @@ def save_png(path, image: np.ndarray) -> None:
   img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
   with epath.Path(path).open('wb') as f:
     img.save(f, format='PNG')
+
+
+def box_downsample(images: np.ndarray, resolution: int) -> np.ndarray:
+  """Host-side (numpy) box filter of (N, H, W, C) images to resolution x resolution: what
+  `models.layers.downsample_avg` computes, done before the transfer so a low stage of a growing
+  network does not ship full-size images to the devices. Returns `images` itself at their size."""
+  n, h, w, c = images.shape
+  factor = h // resolution
+  if h != w or factor * resolution != h or 2 ** int(round(math.log2(factor))) != factor:
+    raise ValueError(f'cannot box-filter {h}x{w} images to {resolution}x{resolution}')
+  if factor == 1:
+    return images
+  return images.reshape(n, resolution, factor, resolution, factor, c).mean(axis=(2, 4))

@@ -21,17 +21,17 @@ conditional models, the fakes of the D step carry the reals' labels (as ProGAN's
 keeps the gradient penalty's interpolates labelled); the G step draws labels from the batch.
 """
 
-import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from gan_jax import images as images_lib
 from gan_jax import losses
 from gan_jax import models
 from gan_jax import optim
-from gan_jax import train_step
+from gan_jax import step_common
 from gan_jax.models import layers
 from gan_jax.models import stylegan
 from gan_jax.state import GANState
@@ -59,20 +59,14 @@ class ProgressiveStepConfig(NamedTuple):
 
 
 def make_optimizers(train_config):
-  """(G Adam, D Adam) from config.train: lr, betas, eps as given (no lazy-regularisation
-  adjustment: the regularisers run in every step); torch's Adam, as `optim.adam`."""
-  t = train_config
-  return (optim.adam(t.g_lr, t.adam_b1, t.adam_b2, t.adam_eps),
-          optim.adam(t.d_lr, t.adam_b1, t.adam_b2, t.adam_eps))
+  """(G Adam, D Adam) from config.train (`optim.make_optimizers` with D not lazy: its penalty
+  runs in every D step)."""
+  return optim.make_optimizers(train_config, lazy_d=False)
 
 
 def ema_beta(batch_size: int, nimg: jax.Array, cfg: ProgressiveStepConfig) -> jax.Array:
-  """0.5 ** (batch / half-life in images); with ema_rampup > 0 the half-life is at most
-  ema_rampup * (images shown so far)."""
-  ema_nimg = jnp.asarray(cfg.ema_kimg * 1000.0, jnp.float32)
-  if cfg.ema_rampup > 0:
-    ema_nimg = jnp.minimum(ema_nimg, jnp.asarray(nimg, jnp.float32) * cfg.ema_rampup)
-  return 0.5 ** (batch_size / jnp.maximum(ema_nimg, 1e-8))
+  """`step_common.ema_beta` with the config's half-life and ramp-up."""
+  return step_common.ema_beta(batch_size, nimg, cfg.ema_kimg, cfg.ema_rampup)
 
 
 def ws_in_use(stage: int) -> int:
@@ -165,7 +159,7 @@ def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
 
     # --- G: fresh latents against the updated D; StyleGAN's w_avg follows this pass.
     z = shard(jax.random.normal(next(keys), (n, G.z_dim)))
-    c = train_step.fake_labels(next(keys), labels, cfg.c_dim)
+    c = step_common.fake_labels(next(keys), labels, cfg.c_dim)
     k_g = next(keys)
 
     def g_loss_fn(g_params):
@@ -203,22 +197,23 @@ def jit_progressive_step(step, state_sharding, batch_sharding, replicated):
                  out_shardings=(state_sharding, replicated))
 
 
-def reset_optimizers(g_tx, d_tx, state_sharding):
-  """jit(state) -> state with fresh Adam states (the official reset_opt_for_new_lod)."""
-  def reset(state: GANState) -> GANState:
-    return state.replace(g_opt=g_tx.init(state.g_params), d_opt=d_tx.init(state.d_params))
-  return jax.jit(reset, donate_argnums=(0,), in_shardings=(state_sharding,),
-                 out_shardings=state_sharding)
+reset_optimizers = step_common.reset_optimizers
 
 
-def box_downsample(images, resolution: int):
-  """Host-side (numpy) box filter of (N, H, W, C) images to resolution x resolution: what
-  `layers.downsample_avg` computes, done before the transfer so a low stage does not ship
-  full-size images to the devices."""
-  n, h, w, c = images.shape
-  factor = h // resolution
-  if h != w or factor * resolution != h or 2 ** int(round(math.log2(factor))) != factor:
-    raise ValueError(f'cannot box-filter {h}x{w} images to {resolution}x{resolution}')
-  if factor == 1:
-    return images
-  return images.reshape(n, resolution, factor, resolution, factor, c).mean(axis=(2, 4))
+def make_step(G, D, config, c_dim: int,
+              batch_sharding: Optional[jax.sharding.Sharding] = None) -> step_common.Step:
+  """This step in the loop's interface (registry keys 'nonsaturating' and 'wgan_gp'): any stage
+  of a growing G and D (a fixed-resolution run is the one stage at the model's resolution)."""
+  cfg = ProgressiveStepConfig.from_config(config.train, c_dim)
+  g_tx, d_tx = make_optimizers(config.train)
+  step = make_progressive_step(G, D, g_tx, d_tx, cfg, batch_sharding)
+
+  def fn(state, batch, alpha, nimg, resolution, variant):
+    del variant  # one variant: the penalties run in every step
+    return step(state, batch, alpha, nimg, resolution)
+
+  return step_common.Step(cfg.loss, g_tx, d_tx, fn, lambda step_index: (),
+                          lambda variant: 'plain')
+
+
+box_downsample = images_lib.box_downsample

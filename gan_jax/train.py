@@ -1,10 +1,27 @@
-"""train_and_evaluate(config, workdir): mesh, data, state, the jitted step and the loop."""
+"""train_and_evaluate(config, workdir): the one training loop of every model family.
+
+Each step the loop asks the schedule (`gan_jax.schedule`) for the stage at the images shown so far
+(resolution, fade-in alpha, batch size; fixed-resolution training is the one stage) and the step
+(`gan_jax.steps`, chosen by config.train.loss) for the step's static variant (which lazy
+regularisers are due), and runs the step compiled for (resolution, variant): every new compilation
+is logged and timed apart from training. The input pipeline is reopened when the batch size
+changes (the batch of a step is the sampler's batch nimg // batch, a pure function of the seed, so
+a resumed run reads the same images) and the reals are box-filtered to the stage resolution on
+the host. With config.progressive.reset_optimizer both optimizer states are reset when a fade-in
+starts and when it ends (ProGAN's reset_opt_for_new_lod).
+
+Checkpoints carry the Orbax state and, in their meta, the images shown (nimg) with the stage,
+alpha and batch of the last step; a resumed run recomputes the same position and continues
+exactly (tested bit for bit, mid-fade and after SIGKILL). Non-finite values are checked once per
+tick and before every save (`gan_jax.guard`); a stop request (SIGINT / SIGTERM, preemption) saves
+and commits before it exits.
+"""
 
 from absl import logging
 import math
 import os
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,20 +37,25 @@ from gan_jax import images as images_lib
 from gan_jax import models
 from gan_jax import optim
 from gan_jax import preemption
+from gan_jax import progress
+from gan_jax import schedule as schedule_lib
 from gan_jax import sharding
+from gan_jax import samples
 from gan_jax import state as state_lib
-from gan_jax import train_step as train_step_lib
+from gan_jax import step_common
+from gan_jax import steps
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
 from gan_jax.metrics import periodic
 
 
 def total_steps(train_config) -> int:
-  """Steps in the run: config.train.kimg worth of images, capped by config.train.max_steps."""
-  steps = math.ceil(train_config.kimg * 1000 / train_config.batch_size)
+  """Steps in a fixed-resolution run: config.train.kimg worth of images, capped by
+  config.train.max_steps."""
+  num_steps = math.ceil(train_config.kimg * 1000 / train_config.batch_size)
   if train_config.max_steps > 0:
-    steps = min(steps, train_config.max_steps)
-  return steps
+    num_steps = min(num_steps, train_config.max_steps)
+  return num_steps
 
 
 def build(config, info: pipeline.DataInfo, backend: Optional[str] = None):
@@ -44,76 +66,26 @@ def build(config, info: pipeline.DataInfo, backend: Optional[str] = None):
   return G, D, c_dim
 
 
-def sharded_step(config, mesh, G, D, g_tx, d_tx, c_dim: int):
-  """(abstract state with shardings, state shardings, batch sharding, StepConfig, jitted step):
-  the train step exactly as the loop runs it; `gan_jax.aot` compiles this for a TPU topology."""
+class ShardedStep(NamedTuple):
+  """The train step exactly as the loop runs it; `gan_jax.aot` compiles `fn` for a TPU slice."""
+  abstract: Any  # the state's ShapeDtypeStructs, with their shardings
+  state_sharding: Any
+  batch_sharding: jax.sharding.NamedSharding
+  step: step_common.Step
+  fn: Callable[..., tuple[Any, dict]]  # jit of step.fn with the shardings
+
+
+def sharded_step(config, mesh, G, D, c_dim: int) -> ShardedStep:
+  """The registry's step for `config` (gan_jax.steps), jitted with the state and batch shardings
+  of `mesh` (config.mesh.fsdp_min_size decides which leaves FSDP splits)."""
   rep, batch_shard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
+  step = steps.make(config, G, D, c_dim, batch_shard)
+  abstract = state_lib.abstract(G, D, step.g_tx, step.d_tx, c_dim)
   state_shard = sharding.state_sharding(mesh, abstract, config.mesh.fsdp_min_size)
   abstract = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_shard)
-  step_cfg = train_step_lib.StepConfig.from_config(config.train, c_dim, config.augment)
-  step_fn = train_step_lib.jit_train_step(
-      train_step_lib.make_train_step(G, D, g_tx, d_tx, step_cfg, batch_shard),
-      state_shard, batch_shard, rep)
-  return abstract, state_shard, batch_shard, step_cfg, step_fn
-
-
-def make_generate_fn(G, mesh: Optional[jax.sharding.Mesh] = None):
-  """jit(ema_params, ema_buffers, z, c, psi) -> images, noise_mode 'const' (reproducible).
-
-  With a mesh, the latents and the images are replicated over it: every process of a
-  multi-process run gets all the images (the params keep whatever sharding they have)."""
-  def generate(params, buffers, z, c, psi):
-    return G.apply({'params': params, 'buffers': buffers}, z, c, truncation_psi=psi,
-                   noise_mode='const')
-  if mesh is None:
-    return jax.jit(generate)
-  rep = sharding.replicated(mesh)
-  jitted = jax.jit(generate, out_shardings=rep)
-  return lambda params, buffers, z, c, psi: jitted(params, buffers, *jax.device_put((z, c, psi),
-                                                                                     rep))
-
-
-def grid_latents(config, G, c_dim: int):
-  """Fixed latents (and labels cycling through the classes) for the sample grid."""
-  n = config.log.grid_rows * config.log.grid_cols
-  rng = np.random.default_rng([config.seed, 12345])
-  z = rng.standard_normal((n, G.z_dim)).astype(np.float32)
-  c = (np.eye(c_dim, dtype=np.float32)[np.arange(n) % c_dim] if c_dim
-       else np.zeros((n, 0), np.float32))
-  return z, c
-
-
-def _average(metrics_list: Sequence[dict]) -> dict:
-  """Means over the tick of every metric (regularisers only count the steps that ran them)."""
-  fetched = jax.device_get(list(metrics_list))
-  out = {}
-  for key in sorted({k for m in fetched for k in m}):
-    out[key] = float(np.mean([m[key] for m in fetched if key in m]))
-  return out
-
-
-def tick_report(tick_metrics: Sequence[dict], elapsed: float, images_done: int, kimg: float,
-                kimg_left: float) -> tuple[dict, str]:
-  """A tick's scalars (means over the tick, then timing and progress) and its progress text
-  (`kimg  sec/kimg  img/s  ETA  G  D`); both training loops add their own fields."""
-  scalars = _average(tick_metrics)
-  sec_per_kimg = elapsed / (images_done / 1000)
-  img_per_sec = images_done / elapsed
-  scalars.update({'timing/sec_per_kimg': sec_per_kimg, 'timing/img_per_sec': img_per_sec,
-                  'progress/kimg': kimg})
-  text = (f'kimg {kimg:.2f}  sec/kimg {sec_per_kimg:.2f}  img/s {img_per_sec:.1f}  '
-          f'ETA {_fmt_time(sec_per_kimg * kimg_left)}  G {scalars["loss/G"]:.3f}  '
-          f'D {scalars["loss/D"]:.3f}')
-  return scalars, text
-
-
-def _fmt_time(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+  fn = step_common.jit_step(step.fn, state_shard, batch_shard, rep)
+  return ShardedStep(abstract, state_shard, batch_shard, step, fn)
 
 
 def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Device]] = None):
@@ -129,148 +101,181 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   # that fails leaves the workdir as it found it.
   interrupted = []
   if is_main:
-    info = pipeline.dataset_info(config.data)
-    config_check.validate_resolution(info.resolution)
+    info = _dataset_info(config)
     workdir_lib.check_compatible(workdir_path, config, config.start_over)
     interrupted = workdir_lib.report_incomplete(workdir_path)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('gan_jax: dataset and workdir ready')
   if not is_main:
-    info = pipeline.dataset_info(config.data)
-    config_check.validate_resolution(info.resolution)
-  if config.get('progressive') is not None and config.progressive.enabled:
-    # ProGAN / StyleGAN growing: its own loop (imported here: it uses this module's helpers).
-    from gan_jax import train_progressive  # pylint: disable=g-import-not-at-top
-    return train_progressive.train(config, workdir, workdir_path, mesh, info, is_main,
-                                   interrupted)
+    info = _dataset_info(config)
   G, D, c_dim = build(config, info)
-  g_tx, d_tx = optim.make_optimizers(config.train)
-  batch_size = config.train.batch_size
-
-  abstract, state_shard, batch_shard, step_cfg, step_fn = sharded_step(config, mesh, G, D, g_tx,
-                                                                       d_tx, c_dim)
-  init_fn = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k, config.augment.p),
-                    out_shardings=state_shard)
+  schedule = schedule_lib.Schedule(config, info.resolution)
+  abstract, state_shard, batch_shard, step_def, step_fn = sharded_step(config, mesh, G, D, c_dim)
+  init_fn = jax.jit(lambda k: state_lib.create(G, D, step_def.g_tx, step_def.d_tx, c_dim, k,
+                                               config.augment.p), out_shardings=state_shard)
+  reset_fn = step_common.reset_optimizers(step_def.g_tx, step_def.d_tx, state_shard)
 
   ckpt = checkpointing.manager(workdir, config.checkpoint)
-  state, _, source = checkpointing.restore_or_init(
+  state, meta, source = checkpointing.restore_or_init(
       ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume,
       interrupted)
   workdir_lib.record_start(workdir_path, config, is_main)
   step = int(jax.device_get(state.step))
-  num_steps = total_steps(config.train)
-  logging.info('Start from %s (step %d of %d). G %d params, D %d params, %d devices.', source,
-               step, num_steps, state_lib.param_count(state.g_params),
-               state_lib.param_count(state.d_params), mesh.size)
+  nimg, last_phase = schedule.position(meta, step)
+  stage = schedule.at(nimg)
+  logging.info('Train step %r, resolutions %s; start from %s (step %d, kimg %.3f, %dx%d, alpha '
+               '%.4f, batch %d). G %d params, D %d params, %d devices.', step_def.name,
+               '->'.join(map(str, schedule.resolutions)), source, step, nimg / 1000,
+               stage.resolution, stage.resolution, stage.alpha, stage.batch_size,
+               state_lib.param_count(state.g_params), state_lib.param_count(state.d_params),
+               mesh.size)
 
-  generate = make_generate_fn(G, mesh)
-  grid_z, grid_c = grid_latents(config, G, c_dim)
+  sample = samples.make_sample_fn(G, info.resolution, mesh)
+  grid_z, grid_c = samples.grid_latents(config, G, c_dim)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                 asynchronous=False)
-  hparams = optim.effective_hparams(config.train)
+  hparams = optim.effective_hparams(config.train, lazy_d=step_def.name == 'stylegan2')
   evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer, is_main)  # config.evals
 
-  def write_grid(state, step):
-    images = images_lib.to_uint8(generate(state.ema_params, state.ema_buffers, grid_z, grid_c,
-                                          jnp.float32(config.log.grid_psi)))
+  def write_grid(state, step, stage):
+    images = images_lib.to_uint8(sample(state.ema_params, state.ema_buffers, grid_z, grid_c,
+                                        config.log.grid_psi, stage.alpha, stage.resolution))
     grid = images_lib.make_grid(images, config.log.grid_cols)
     if is_main:
       writer.write_images(step, {'samples': grid[None]})
       images_lib.save_png(workdir_path / f'samples_{step:07d}.png', grid)
 
-  def save(state, step):
-    checkpointing.save(ckpt, state, {'step': step, 'kimg': step * batch_size / 1000})
-
-  def open_data(step):
-    return pipeline.InputPipeline(config.data, batch_size, config.seed, jax.process_index(),
-                                  jax.process_count(), start_step=step)
+  def open_data(nimg, batch):
+    return pipeline.InputPipeline(config.data, batch, config.seed, jax.process_index(),
+                                  jax.process_count(), start_step=nimg // batch)
 
   rollbacks = 0
-
-  def finite_or_rollback(unchecked):
-    """None when all is finite; else the last good state (nonfinite_action='rollback') or raise."""
-    nonlocal rollbacks
-    try:
-      guard.check_finite(unchecked)
-      return None
-    except guard.NonFiniteError as error:
-      rollbacks += 1
-      good, _ = guard.rollback(error, ckpt, abstract, config.train, rollbacks)
-      return good
-
-  data = open_data(step)
-  compiled_variants = set()
-  compile_sec = 0.0
-  tick_metrics, tick_start, tick_step = [], time.time(), step
+  data = open_data(nimg, stage.batch_size)
+  compiled = {}  # (resolution, variant) -> seconds its compilation took
+  tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
   unchecked = []  # (step, metrics) not yet checked for non-finite values
   with preemption.StopRequest() as stop:
     try:
-      # Every process takes part in gathering step 0's global batch; process 0 writes it.
-      reals = sharding.to_host(sharding.global_batch(data.batch_at(0), batch_shard,
-                                                     batch_size))['image']
+      # Every process takes part in gathering the first global batch; process 0 writes it.
+      reals = sharding.to_host(sharding.global_batch(data.batch_at(nimg // stage.batch_size),
+                                                     batch_shard, stage.batch_size))['image']
       if is_main and not (workdir_path / 'reals.png').exists():
         reals = images_lib.to_uint8(reals)[:config.log.grid_cols * 4]
         images_lib.save_png(workdir_path / 'reals.png',
                             images_lib.make_grid(reals, min(config.log.grid_cols, len(reals))))
       if step == 0:
-        write_grid(state, 0)
-      while step < num_steps:
-        batch = sharding.global_batch(next(data), batch_shard, batch_size)
-        flags = step_cfg.regularize(step)
-        if flags not in compiled_variants:  # the call blocks while it compiles: time it apart
-          compiled_variants.add(flags)
+        write_grid(state, 0, stage)
+      while not schedule.done(step, nimg):
+        stage = schedule.at(nimg)
+        if data.local_batch_size * jax.process_count() != stage.batch_size:
+          data.close()
+          data = open_data(nimg, stage.batch_size)
+        phase = schedule.phase(stage)
+        if schedule.reset_optimizer and last_phase not in (None, phase):
           t0 = time.time()
-          state, metrics = step_fn(state, batch, *flags)
-          compile_sec += time.time() - t0
-          tick_start += time.time() - t0
+          state = reset_fn(state)
+          tick_start += time.time() - t0  # compiles once: not training time
+          logging.info('Step %d: %dx%d alpha %.4f: %s; optimizer states reset.', step,
+                       stage.resolution, stage.resolution, stage.alpha,
+                       'fade-in done' if phase[1] else 'fade-in starts')
+        local = next(data)
+        local['image'] = images_lib.box_downsample(local['image'], stage.resolution)
+        batch = sharding.global_batch(local, batch_shard, stage.batch_size)
+        variant = step_def.variant(step)
+        args = (state, batch, np.float32(stage.alpha), np.int32(nimg), stage.resolution, variant)
+        key = (stage.resolution, variant)
+        if key not in compiled:  # the call blocks while it compiles: time it apart
+          t0 = time.time()
+          state, metrics = step_fn(*args)
+          compiled[key] = time.time() - t0
+          tick_start += compiled[key]
+          logging.info('Compiled the step for %dx%d, batch %d, variant %s in %.1fs (%d compiled).',
+                       stage.resolution, stage.resolution, stage.batch_size,
+                       step_def.variant_names(variant), compiled[key], len(compiled))
         else:
-          state, metrics = step_fn(state, batch, *flags)
-        tick_metrics.append(metrics)
-        unchecked.append((step, metrics))
+          state, metrics = step_fn(*args)
+        nimg += stage.batch_size
         step += 1
-        at_tick = step % config.log.every_steps == 0 or step == num_steps
+        last_phase = phase
+        tick_metrics.append(metrics)
+        unchecked.append((step - 1, metrics))
+        finished = schedule.done(step, nimg)
+        at_tick = step % config.log.every_steps == 0 or finished
         stopping = stop.requested(step, at_tick)
-        if at_tick or step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
+        due_save = step % config.checkpoint.every_steps == 0 or finished or stopping
+        if at_tick or due_save:
           # Host sync: once per tick, and before every save (never save non-finite weights).
-          good = finite_or_rollback(unchecked)
-          unchecked = []
-          if good is not None:
-            state, step = good, int(jax.device_get(good.step))
+          try:
+            guard.check_finite(unchecked)
+            unchecked = []
+          except guard.NonFiniteError as error:
+            unchecked = []
+            rollbacks += 1
+            state, meta = guard.rollback(error, ckpt, abstract, config.train, rollbacks)
+            step = int(jax.device_get(state.step))
+            nimg, last_phase = schedule.position(meta, step)
             data.close()
-            data = open_data(step)
-            tick_metrics, tick_start, tick_step = [], time.time(), step
+            data = open_data(nimg, schedule.at(nimg).batch_size)
+            tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
             continue
         if at_tick:
-          scalars, text = tick_report(tick_metrics, time.time() - tick_start,
-                                      (step - tick_step) * batch_size, step * batch_size / 1000,
-                                      (num_steps - step) * batch_size / 1000)
-          scalars.update({'timing/compiled_variants': len(compiled_variants),
-                          'timing/compile_sec': compile_sec})
-          scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
-          writer.write_scalars(step, scalars)
-          logging.info('step %d  %s  (compiled %d variants in %.0fs)', step, text,
-                       len(compiled_variants), compile_sec)
+          _log_tick(writer, tick_metrics, time.time() - tick_start, step, nimg, tick_nimg,
+                    schedule, stage, compiled, hparams)
           checkpointing.commit_if_done(ckpt)
-          tick_metrics, tick_start, tick_step = [], time.time(), step
-        if step % config.log.image_every_steps == 0 or step == num_steps:
-          write_grid(state, step)
-        if step % config.checkpoint.every_steps == 0 or step == num_steps or stopping:
-          save(state, step)
-        if evals.due(step, num_steps) and not stopping:
+          tick_metrics, tick_start, tick_nimg = [], time.time(), nimg
+        if step % config.log.image_every_steps == 0 or finished:
           t0 = time.time()
-          evals.run(state.ema_params, state.ema_buffers, step)
+          write_grid(state, step, stage)
+          tick_start += time.time() - t0  # compiles once per stage: not training time
+        if due_save:
+          checkpointing.save(ckpt, state, {'step': step, 'kimg': nimg / 1000, 'nimg': nimg,
+                                           'stage': stage.resolution, 'alpha': stage.alpha,
+                                           'batch': stage.batch_size})
+        if evals.due_at(nimg - stage.batch_size, nimg, finished) and not stopping:
+          t0 = time.time()
+          evals.run(state.ema_params, state.ema_buffers, step,
+                    **(dict(stage=stage.resolution, alpha=stage.alpha) if schedule.growing
+                       else {}))
           tick_start += time.time() - t0  # evaluation time is not training time
         if stopping:
           saved = checkpointing.commit(ckpt)  # "saved" means committed: written and checksummed
-          logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.2f); run the '
-                          'same command again to continue.', stop.reason, saved,
-                          saved * batch_size / 1000)
+          logging.warning('Stop requested (%s): saved a checkpoint at step %d (kimg %.3f, '
+                          '%dx%d, alpha %.4f); run the same command again to continue.',
+                          stop.reason, saved, nimg / 1000, stage.resolution, stage.resolution,
+                          stage.alpha)
           break
     except Exception as e:  # pylint: disable=broad-except
       checkpointing.commit_after_error(ckpt, e)
       raise
     finally:
       data.close()
+  logging.info('Run at step %d, kimg %.3f: compiled the step %d times (%.0fs in all).', step,
+               nimg / 1000, len(compiled), sum(compiled.values()))
   checkpointing.finish(ckpt)
   writer.flush()
   return state
+
+
+def _dataset_info(config) -> pipeline.DataInfo:
+  info = pipeline.dataset_info(config.data)
+  config_check.validate_resolution(info.resolution)
+  if config.get('progressive') is not None and config.progressive.enabled:
+    config_check.validate_progressive_resolution(config, info.resolution)
+  return info
+
+
+def _log_tick(writer, tick_metrics, elapsed: float, step: int, nimg: int, tick_nimg: int,
+              schedule: schedule_lib.Schedule, stage: schedule_lib.Stage, compiled: dict,
+              hparams: dict) -> None:
+  """One progress line and the tick's scalars (progress.tick_report's, then the stage)."""
+  scalars, text = progress.tick_report(tick_metrics, elapsed, nimg - tick_nimg, nimg / 1000,
+                                       max(schedule.total_nimg - nimg, 0) / 1000)
+  scalars.update({'progress/resolution': stage.resolution, 'progress/alpha': stage.alpha,
+                  'progress/batch': stage.batch_size, 'timing/compiled_variants': len(compiled),
+                  'timing/compile_sec': sum(compiled.values())})
+  scalars.update({f'hparams/{k}': v for k, v in hparams.items()})
+  writer.write_scalars(step, scalars)
+  where = (f'  {stage.resolution}x{stage.resolution}  alpha {stage.alpha:.3f}  batch '
+           f'{stage.batch_size}' if schedule.growing else '')
+  logging.info('step %d  %s%s  (compiled %d variants in %.0fs)', step, text, where,
+               len(compiled), sum(compiled.values()))

@@ -9,8 +9,10 @@ and R1 then comes from the same forward pass on the reals as D's logistic loss.
 
 The phases (`Phases`) are deterministic functions of the parameters and the step's random inputs
 (`StepDraws`: latents, mixing cutoffs, noise keys, path-length directions), which the step derives
-from its key (`draw`) unless given; tests/test_nvlabs_step.py feeds NVIDIA's recorded draws and
-matches StyleGAN2-ADA-PyTorch's losses, gradients and Adam steps.
+from its key (`draw`: one key per named phase, `step_common.phase_key`) unless given;
+tests/test_nvlabs_step.py feeds NVIDIA's recorded draws and matches StyleGAN2-ADA-PyTorch's
+losses, gradients and Adam steps. `make_step` wraps the step in the loop's interface
+(`step_common.Step`, registry key 'stylegan2').
 
 With augmentation on (config.augment.pipe), every image D sees is augmented with probability
 state.ada_p — fakes in G main and D main, reals in D main and D R1 (R1 is the gradient with
@@ -26,7 +28,13 @@ import optax
 
 from gan_jax import augment as augment_lib
 from gan_jax import losses
+from gan_jax import optim
+from gan_jax import step_common
 from gan_jax.state import GANState
+
+# The step's variants (do_r1, do_pl), as progress lines and gan_jax.aot name them.
+VARIANT_NAMES = {(True, True): 'r1_pl', (True, False): 'r1', (False, True): 'pl',
+                 (False, False): 'plain'}
 
 
 class StepConfig(NamedTuple):
@@ -68,19 +76,12 @@ class StepConfig(NamedTuple):
 
 
 def ema_beta(step: jax.Array, cfg: StepConfig) -> jax.Array:
-  """G_ema decay for this step: 0.5 ** (batch / half-life in images), with optional ramp-up."""
-  ema_nimg = jnp.asarray(cfg.ema_kimg * 1000.0, jnp.float32)
-  if cfg.ema_rampup > 0:
-    cur_nimg = step.astype(jnp.float32) * cfg.batch_size
-    ema_nimg = jnp.minimum(ema_nimg, cur_nimg * cfg.ema_rampup)
-  return 0.5 ** (cfg.batch_size / jnp.maximum(ema_nimg, 1e-8))
+  """G_ema decay for this step (images shown so far: step * batch), `step_common.ema_beta`."""
+  return step_common.ema_beta(cfg.batch_size, step.astype(jnp.float32) * cfg.batch_size,
+                              cfg.ema_kimg, cfg.ema_rampup)
 
 
-def fake_labels(key, labels, c_dim):
-  """Labels for generated images: the real batch's labels in a random order (the data's prior)."""
-  if c_dim == 0:
-    return jnp.zeros((labels.shape[0], 0), jnp.float32)
-  return jax.nn.one_hot(jax.random.permutation(key, labels), c_dim, dtype=jnp.float32)
+fake_labels = step_common.fake_labels
 
 
 class GDraws(NamedTuple):
@@ -103,36 +104,36 @@ class StepDraws(NamedTuple):
 
 def draw(key: jax.Array, G, cfg: StepConfig, labels: jax.Array, do_pl: bool,
          shard: Callable[[jax.Array], jax.Array] = lambda x: x) -> StepDraws:
-  """The step's random inputs from its key (fold_in(state.rng, state.step)).
+  """The step's random inputs from its key (step_common.step_key), one key per named phase, so
+  D's draws do not move with whether path length is due.
 
   Style mixing as NVIDIA: a cutoff uniform in [1, num_ws), used with probability
   style_mixing_prob (else num_ws), and a second latent.
   """
   n, z_dim = cfg.batch_size, G.z_dim
-  keys = iter(jax.random.split(key, 16))
 
-  def g_draws(num):
-    z = shard(jax.random.normal(next(keys), (num, z_dim)))
-    c = fake_labels(next(keys), labels, cfg.c_dim)[:num]
-    k_mix, k_noise = next(keys), next(keys)
+  def g_draws(phase_key, num):
+    k_z, k_c, k_mix, k_noise = jax.random.split(phase_key, 4)
+    z = shard(jax.random.normal(k_z, (num, z_dim)))
+    c = fake_labels(k_c, labels, cfg.c_dim)[:num]
     cutoff, mix_z = jnp.asarray(G.num_ws, jnp.int32), None
     if cfg.style_mixing_prob > 0:
-      k_cut, k_prob, k_z = jax.random.split(k_mix, 3)
+      k_cut, k_prob, k_mz = jax.random.split(k_mix, 3)
       cutoff = jax.random.randint(k_cut, (), 1, G.num_ws)
       cutoff = jnp.where(jax.random.uniform(k_prob, ()) < cfg.style_mixing_prob, cutoff,
                          G.num_ws)
-      mix_z = shard(jax.random.normal(k_z, z.shape, z.dtype))
+      mix_z = shard(jax.random.normal(k_mz, z.shape, z.dtype))
     return GDraws(z, c, cutoff, mix_z, k_noise)
 
-  g_main = g_draws(n)
+  g_main = g_draws(step_common.phase_key(key, 'g_main'), n)
   g_pl = pl_noise = None
   if do_pl:
-    g_pl = g_draws(max(n // cfg.pl_batch_shrink, 1))
+    k_g, k_dir = jax.random.split(step_common.phase_key(key, 'g_pl'))
+    g_pl = g_draws(k_g, max(n // cfg.pl_batch_shrink, 1))
     res = G.img_resolution
-    pl_noise = jax.random.normal(next(keys), (g_pl.z.shape[0], res, res, G.img_channels))
-  d_main = g_draws(n)
-  # Separate keys for the augmentations, so the other draws do not depend on whether ADA is on.
-  aug = jax.random.split(jax.random.fold_in(key, 1), 4)
+    pl_noise = jax.random.normal(k_dir, (g_pl.z.shape[0], res, res, G.img_channels))
+  d_main = g_draws(step_common.phase_key(key, 'd_main'), n)
+  aug = jax.random.split(step_common.phase_key(key, 'augment'), 4)
   return StepDraws(g_main, g_pl, pl_noise, d_main, aug)
 
 
@@ -235,19 +236,8 @@ class Phases:
     return loss, (metrics, real_logits)
 
 
-def apply_update(tx: optax.GradientTransformation, grads, opt_state, params):
-  """One optimizer step: (new params, new optimizer state). As NVIDIA's training loop, non-finite
-  gradient entries are replaced first (NaN -> 0, +-inf -> +-1e5), so one bad entry does not
-  poison a tensor; a non-finite loss still trips the step's non-finite guard."""
-  grads = jax.tree_util.tree_map(
-      lambda g: jnp.nan_to_num(g, nan=0.0, posinf=1e5, neginf=-1e5), grads)
-  updates, opt_state = tx.update(grads, opt_state, params)
-  return optax.apply_updates(params, updates), opt_state
-
-
-def ema_update(ema_params, params, beta):
-  """G_ema <- G + beta * (G_ema - G) (NVIDIA's p.lerp(p_ema, beta)), leaf by leaf."""
-  return jax.tree_util.tree_map(lambda e, p: p + (e - p) * beta, ema_params, params)
+apply_update = step_common.apply_update
+ema_update = step_common.ema_update
 
 
 def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.GradientTransformation,
@@ -258,12 +248,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
   `draws` (a StepDraws) replaces the step's random inputs, which by default come from
   fold_in(state.rng, state.step). `noise_mode`: see `Phases`."""
 
-  def shard(x):
-    # Generated latents carry no sharding of their own: keep the generator data-parallel.
-    if batch_sharding is not None and x.shape[0] % batch_sharding.mesh.size == 0:
-      return jax.lax.with_sharding_constraint(x, batch_sharding)
-    return x
-
+  shard = step_common.batch_constraint(batch_sharding)
   phases = Phases(G, D, cfg, shard, noise_mode)
 
   def train_step(state: GANState, batch: dict, do_r1: bool, do_pl: bool,
@@ -271,9 +256,8 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     n = cfg.batch_size
     reals, labels = batch['image'], batch['label']
     if draws is None:
-      draws = draw(jax.random.fold_in(state.rng, state.step), G, cfg, labels, do_pl, shard)
-    c_real = (jax.nn.one_hot(labels, cfg.c_dim, dtype=jnp.float32) if cfg.c_dim
-              else jnp.zeros((n, 0), jnp.float32))
+      draws = draw(step_common.step_key(state.rng, state.step), G, cfg, labels, do_pl, shard)
+    c_real = step_common.real_labels(labels, cfg.c_dim)
     metrics = {}
 
     # --- G main, then path length: lazily its own update, or with interval 1 in the same one
@@ -326,8 +310,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     # Non-finite guard, checked on the host only when a tick is logged or a checkpoint is due.
     watched = [metrics['loss/G'], metrics['loss/D'], g_params, d_params] + [
         metrics[k] for k in metrics if 'penalty' in k]
-    metrics['nonfinite'] = 1 - jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(watched)])).astype(jnp.int32)
+    metrics['nonfinite'] = step_common.nonfinite(watched)
 
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, g_buffers=g_buffers, d_params=d_params,
@@ -344,3 +327,21 @@ def jit_train_step(train_step, state_sharding, batch_sharding, replicated):
                  in_shardings=(state_sharding, batch_sharding),
                  out_shardings=(state_sharding, replicated))
 
+
+def make_step(G, D, config, c_dim: int,
+              batch_sharding: Optional[jax.sharding.Sharding] = None) -> step_common.Step:
+  """StyleGAN2's step in the loop's interface (registry key 'stylegan2'): one stage at the
+  model's resolution; the variant is (do_r1, do_pl) of `StepConfig.regularize`. The EMA ramp-up
+  counts step * batch images, which is `nimg` on this one-stage schedule."""
+  cfg = StepConfig.from_config(config.train, c_dim, config.augment)
+  g_tx, d_tx = optim.make_optimizers(config.train)
+  train_step = make_train_step(G, D, g_tx, d_tx, cfg, batch_sharding)
+
+  def fn(state, batch, alpha, nimg, resolution, variant):
+    del alpha, nimg
+    if resolution != G.img_resolution:
+      raise ValueError(f"the 'stylegan2' step trains at the model's resolution "
+                       f'{G.img_resolution} only, not at {resolution}')
+    return train_step(state, batch, *variant)
+
+  return step_common.Step('stylegan2', g_tx, d_tx, fn, cfg.regularize, VARIANT_NAMES.__getitem__)

@@ -18,11 +18,14 @@ from gan_jax import models
 PACKAGE = Path(__file__).resolve().parent.parent / 'gan_jax'
 
 # Cycles that exist on purpose for now, each a frozenset of module names.
-KNOWN_CYCLES = {
-    # Issue 17 point 1: train.py hands over to train_progressive (a deferred import) and
-    # train_progressive uses train's helpers. Delete this entry when the two loops are merged.
-    frozenset({'gan_jax.train', 'gan_jax.train_progressive'}),
-}
+KNOWN_CYCLES: set[frozenset] = set()
+
+# The layers of training, lowest first: a module may import its own layer and the ones below.
+# The loop (gan_jax.train) imports the steps, models, data and metrics; they never import it, and
+# only the entry points import the loop.
+ENTRY_POINTS = {'gan_jax.main', 'gan_jax.aot'}
+STEP_MODULES = {'gan_jax.steps', 'gan_jax.train_step', 'gan_jax.progressive_step',
+                'gan_jax.step_common'}
 
 
 def _module_name(path: Path) -> str:
@@ -156,7 +159,8 @@ def test_the_graph_is_read(package):
   assert {'gan_jax.train', 'gan_jax.models', 'gan_jax.models.layers'} <= set(sources)
   assert 'gan_jax.models.layers' in graph['gan_jax.models.progan']
   assert 'gan_jax.models' in graph['gan_jax.tools.export']  # `from gan_jax import models`
-  assert 'gan_jax.train_progressive' in graph['gan_jax.train']  # a deferred import counts
+  assert {'gan_jax.steps', 'gan_jax.schedule'} <= graph['gan_jax.train']
+  assert 'gan_jax.train_step' in graph['gan_jax.steps']
   assert {'Generator', 'Discriminator'} <= family_classes['gan_jax.models.progan']
 
 
@@ -185,6 +189,22 @@ def test_models_import_nothing_above_them(package):
   upward = {m: sorted(d for d in deps if not d.startswith('gan_jax.models'))
             for m, deps in graph.items() if m.startswith('gan_jax.models')}
   assert not {m: d for m, d in upward.items() if d}
+
+
+def test_only_entry_points_import_the_loop(package):
+  _, _, graph, _ = package
+  importers = {m for m, deps in graph.items() if 'gan_jax.train' in deps}
+  assert importers <= ENTRY_POINTS, f'the loop is imported by {sorted(importers - ENTRY_POINTS)}'
+
+
+def test_steps_import_no_loop_metrics_or_tools(package):
+  _, _, graph, _ = package
+  upward = {m: sorted(d for d in graph[m] if d in ENTRY_POINTS | {'gan_jax.train'}
+                      or d.startswith(('gan_jax.metrics', 'gan_jax.tools', 'gan_jax.data')))
+            for m in STEP_MODULES}
+  assert not {m: d for m, d in upward.items() if d}
+  # the step modules do not know the registry either, only the other way round
+  assert not {m for m in STEP_MODULES - {'gan_jax.steps'} if 'gan_jax.steps' in graph[m]}
 
 
 def test_no_import_cycles_but_the_known_ones(package):

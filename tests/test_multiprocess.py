@@ -30,7 +30,6 @@ from etils import epath
 
 from gan_jax import checkpoint_integrity
 from gan_jax import checkpointing
-from gan_jax import optim
 from gan_jax import sharding
 from gan_jax import train
 from gan_jax.data import pipeline
@@ -104,9 +103,7 @@ def _target(tmp: Path):
   whichever layout wrote it."""
   config = tiny_config(tmp, **PLAIN)
   G, D, c_dim = train.build(config, pipeline.dataset_info(config.data))
-  g_tx, d_tx = optim.make_optimizers(config.train)
-  abstract, *_ = train.sharded_step(config, sharding.make_mesh(config.mesh), G, D, g_tx, d_tx,
-                                    c_dim)
+  abstract, *_ = train.sharded_step(config, sharding.make_mesh(config.mesh), G, D, c_dim)
   return abstract
 
 

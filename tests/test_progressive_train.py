@@ -18,7 +18,7 @@ from gan_jax import progressive_step
 from gan_jax import sharding
 from gan_jax import state as state_lib
 from gan_jax import train
-from gan_jax import train_progressive
+from gan_jax import schedule as schedule_lib
 from gan_jax.models import layers
 from gan_jax.models import progan
 from gan_jax.models import stylegan
@@ -158,26 +158,26 @@ def test_batch_sizes_parse_and_bad_ones_are_refused():
 
 def test_position_comes_from_the_checkpoint_meta_or_a_replay():
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
-  schedule = train_progressive.Schedule(config.progressive, 32)
-  assert train_progressive._position({}, 0, schedule) == (0, None)
+  schedule = schedule_lib.Schedule(config, 32)
+  assert schedule.position({}, 0) == (0, None)
   meta = {'nimg': 40, 'stage': 16, 'alpha': 0.5}
-  assert train_progressive._position(meta, 5, schedule) == (40, (16, False))
+  assert schedule.position(meta, 5) == (40, (16, False))
   # Without the meta: 5 steps of 8 images; the 5th (32 images shown) was at stage 8, alpha 1.
-  assert schedule(32)[:2] == (8, 1.0) and schedule(24)[:2] == (8, 0.5)
-  assert train_progressive._position({}, 5, schedule) == (40, (8, True))
-  assert train_progressive._position({}, 4, schedule) == (32, (8, False))
+  assert schedule.at(32)[:2] == (8, 1.0) and schedule.at(24)[:2] == (8, 0.5)
+  assert schedule.position({}, 5) == (40, (8, True))
+  assert schedule.position({}, 4) == (32, (8, False))
 
 
 def test_schedule_replay_sums_the_batches():
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py'))
-  schedule = train_progressive.Schedule(config.progressive, 1024)
+  schedule = schedule_lib.Schedule(config, 1024)
   nimg = 0
   for _ in range(50):
-    nimg += schedule(nimg)[2]
+    nimg += schedule.at(nimg).batch_size
   assert schedule.replay(50) == nimg == 800  # 16 per step at 4x4
-  assert schedule(9_600_000)[:2] == (1024, 1.0) and schedule(9_600_000)[2] == 3
-  assert schedule(9_300_000)[:2] == (1024, 0.5)
-  assert schedule(9_000_000)[:2] == (512, 1.0)  # the exact start of a fade: the stage below
+  assert schedule.at(9_600_000)[:2] == (1024, 1.0) and schedule.at(9_600_000).batch_size == 3
+  assert schedule.at(9_300_000)[:2] == (1024, 0.5)
+  assert schedule.at(9_000_000)[:2] == (512, 1.0)  # the exact start of a fade: the stage below
 
 
 @pytest.mark.parametrize('overrides, match', [
@@ -359,7 +359,7 @@ def test_nonfinite_rolls_back_to_the_last_checkpoint(loop_runs, monkeypatch):
       raise guard.NonFiniteError('Non-finite loss at step 7 (injected).')
     real_check(step_metrics)
 
-  monkeypatch.setattr(train_progressive.guard, 'check_finite', check)
+  monkeypatch.setattr(train.guard, 'check_finite', check)
   root = loop_runs['root']
   config = _loop_config(root, **{'train.nonfinite_action': 'rollback'})
   # Resume the interrupted run's copy at its step-5 checkpoint: steps 5-7, NaN, back to 5, 5-7.

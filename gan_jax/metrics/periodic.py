@@ -56,6 +56,18 @@ class PeriodicEvals:
     return (step * self.batch_size // images_per_eval >
             (step - 1) * self.batch_size // images_per_eval)
 
+  def due_at(self, prev_nimg: int, nimg: int, finished: bool) -> bool:
+    """True after the step that took the images shown from prev_nimg to nimg across a multiple
+    of every_kimg, and after the run's last step (any schedule, batches that change included)."""
+    if not self.specs:
+      return False
+    if finished:
+      return True
+    if self.every_kimg <= 0:
+      return False
+    images_per_eval = self.every_kimg * 1000
+    return nimg // images_per_eval > prev_nimg // images_per_eval
+
   def evaluator(self) -> evaluator_lib.Evaluator:
     if self._evaluator is None:
       evals = self.config.evals
