@@ -4,6 +4,7 @@
   python -m gan_jax.aot --config experiments/ffhq.py --topology v5e-16
   python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v4-32 --variants all
   python -m gan_jax.aot --config experiments/ffhq.py:256 --topology v5e-8 --max_batch 64
+  python -m gan_jax.aot --config experiments/celebahq_progan.py --topology v5e-16   # per stage
 
 Compiles the real train step (`train.sharded_step`: the same jit, state and batch shardings the
 training loop uses) for the named slice with libtpu's compiler, on any machine, and prints per chip
@@ -11,6 +12,10 @@ the memory XLA assigned (arguments, outputs, temporaries, generated code, peak) 
 one step, then whether it fits the chip's HBM. The dataset need not exist: its image shape comes
 from the TFDS builder's declared features (or --resolution/--channels/--num_classes). The models are
 built for the 'tpu' backend, so model.num_bf16_res applies when model.bf16_backends names it.
+
+A growing config (config.progressive.enabled) is compiled stage by stage, each resolution with
+the batch its schedule gives it, and the report ends with the largest per-chip memory of any
+stage.
 
 --max_batch N searches the largest per-chip batch (at most N) whose heaviest variant fits: it
 doubles the config's per-chip batch while that fits (halves it while it does not), then bisects
@@ -44,6 +49,7 @@ from gan_jax import config_check  # pylint: disable=wrong-import-position
 from gan_jax import models  # pylint: disable=wrong-import-position
 from gan_jax import platforms  # pylint: disable=wrong-import-position
 from gan_jax import sharding  # pylint: disable=wrong-import-position
+from gan_jax import schedule as schedule_lib  # pylint: disable=wrong-import-position
 from gan_jax import train  # pylint: disable=wrong-import-position
 from gan_jax import train_step  # pylint: disable=wrong-import-position
 from gan_jax.data import pipeline  # pylint: disable=wrong-import-position
@@ -184,10 +190,8 @@ def data_info(config, resolution: Optional[int] = None, channels: Optional[int] 
 
 
 def reachable_variants(step_cfg) -> list:
-  """(do_r1, do_pl) flags the loop can call, heaviest first (R1 and PL both due at step 0)."""
-  period = math.lcm(max(step_cfg.r1_interval, 1), max(step_cfg.pl_interval, 1))
-  seen = {step_cfg.regularize(s) for s in range(period)}
-  return [v for v in VARIANT_NAMES if v in seen]
+  """(do_r1, do_pl) flags the StyleGAN2 loop can call, heaviest first."""
+  return list(step_cfg.reachable())
 
 
 def variant_weights(step_cfg) -> dict:
@@ -206,6 +210,8 @@ class VariantReport:
   name: str
   fits: bool
   compile_sec: float
+  resolution: int = 0  # the stage's image size
+  batch: int = 0  # the stage's global batch
   argument: int = 0
   output: int = 0
   alias: int = 0
@@ -227,24 +233,30 @@ class VariantReport:
     return self.total
 
 
-def compile_variant(step_fn, abstract, batch, flags_: tuple, hbm_bytes: int) -> VariantReport:
-  name = VARIANT_NAMES[flags_]
+def compile_variant(step_fn, abstract, batch, variant: tuple, hbm_bytes: int,
+                    resolution: int = 0, name: Optional[str] = None,
+                    global_batch: int = 0) -> VariantReport:
+  """Compiles `step_fn(abstract, batch, alpha, nimg, resolution, variant)` (the loop's call, the
+  last two static) for the TPU and reads its memory and FLOPs."""
+  name = name or VARIANT_NAMES[variant]
+  where = dict(resolution=resolution, batch=global_batch)
   t0 = time.time()
   try:
     with conv.target_platform('tpu'):  # XLA's own conv gradients, not the CPU ones
-      lowered = step_fn.lower(abstract, batch, jnp.float32(1), jnp.int32(0),
-                              batch['image'].shape[1], flags_)
+      # alpha 0.5: the fade-in's blend is compiled in whatever alpha is (it is traced).
+      lowered = step_fn.lower(abstract, batch, jnp.float32(0.5), jnp.int32(0), resolution,
+                              variant)
     compiled = lowered.compile()
   except Exception as e:  # pylint: disable=broad-except
     if 'RESOURCE_EXHAUSTED' not in str(e) and 'Ran out of memory' not in str(e):
       raise
-    return VariantReport(name, False, time.time() - t0, error=str(e).strip())
+    return VariantReport(name, False, time.time() - t0, error=str(e).strip(), **where)
   sec = time.time() - t0
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   report = VariantReport(
-      name, True, sec, argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
+      name, True, sec, **where, argument=mem.argument_size_in_bytes, output=mem.output_size_in_bytes,
       alias=mem.alias_size_in_bytes, temp=mem.temp_size_in_bytes,
       code=mem.generated_code_size_in_bytes, peak=getattr(mem, 'peak_memory_in_bytes', 0),
       flops=float((cost or {}).get('flops', 0.0)))
@@ -261,25 +273,16 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
   config_check.validate(config, mesh.size)
   config_check.validate_resolution(info.resolution)
   if config.get('progressive') is not None and config.progressive.enabled:
-    raise config_check.ConfigError(
-        'config.progressive.enabled=True: gan_jax.aot compiles the StyleGAN2 step only, not the '
-        'progressive one (gan_jax/progressive_step.py); check a fixed-resolution config instead')
+    config_check.validate_progressive_resolution(config, info.resolution)
   G, D, c_dim = train.build(config, info, backend='tpu')  # bf16 as on the TPU
-  abstract, _, batch_shard, _, step_fn = train.sharded_step(config, mesh, G, D, c_dim)
-  step_cfg = train_step.StepConfig.from_config(config.train, c_dim, config.augment)
-  n = config.train.batch_size
-  batch = {
-      'image': jax.ShapeDtypeStruct((n, info.resolution, info.resolution, info.channels),
-                                    jnp.float32, sharding=batch_shard),
-      'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=batch_shard),
-  }
-  reachable = reachable_variants(step_cfg)
+  abstract, _, batch_shard, step_def, step_fn = train.sharded_step(config, mesh, G, D, c_dim)
+  reachable = list(step_def.reachable)
+  by_name = {step_def.variant_names(v): v for v in reachable}
   if variants == 'heaviest':
     chosen = reachable[:1]
   elif variants == 'all':
     chosen = reachable
   else:
-    by_name = {VARIANT_NAMES[v]: v for v in reachable}
     chosen = []
     for name in variants.split(','):
       if name not in by_name:
@@ -287,12 +290,22 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
                          f'{sorted(by_name)} (or say heaviest / all).')
       chosen.append(by_name[name])
   hbm = (tpu_slice.generation.hbm_gib if hbm_gib is None else hbm_gib) * GIB
+  # Every stage of the schedule (one for a fixed-resolution config), with its batch.
+  stages = schedule_lib.Schedule(config, info.resolution).batch_sizes()
   reports = []
-  for v in chosen:
-    reports.append(compile_variant(step_fn, abstract, batch, v, int(hbm * (1 - min_headroom))))
-    r = reports[-1]
-    logging.info('compiled %s in %.0fs: %s', r.name, r.compile_sec,
-                 'out of memory' if r.error else f'{r.required / GIB:.3f} GiB, {r.flops:.4g} FLOPs')
+  for resolution, n in sorted(stages.items()):
+    batch = {
+        'image': jax.ShapeDtypeStruct((n, resolution, resolution, info.channels), jnp.float32,
+                                      sharding=batch_shard),
+        'label': jax.ShapeDtypeStruct((n,), jnp.int32, sharding=batch_shard),
+    }
+    for v in chosen:
+      r = compile_variant(step_fn, abstract, batch, v, int(hbm * (1 - min_headroom)), resolution,
+                          step_def.variant_names(v), n)
+      reports.append(r)
+      logging.info('compiled %s at %dx%d (batch %d) in %.0fs: %s', r.name, resolution,
+                   resolution, n, r.compile_sec, 'out of memory' if r.error else
+                   f'{r.required / GIB:.3f} GiB, {r.flops:.4g} FLOPs')
   return reports
 
 
@@ -350,6 +363,10 @@ def max_batch(config, tpu_slice: Slice, info: pipeline.DataInfo, limit: int,
   `search_batch` from the config's per-chip batch, one compile per attempt, each logged. Batches
   the config cannot take (minibatch-std groups that do not divide the global batch) are
   skipped."""
+  if config.get('progressive') is not None and config.progressive.enabled:
+    raise ValueError('--max_batch searches the batch of a fixed-resolution config; a growing '
+                     'config names its batch per resolution (config.progressive.batch_sizes): '
+                     'check it without --max_batch to see every stage')
   chips = tpu_slice.chips
   tried = {}
 
@@ -378,19 +395,34 @@ def _mib(x: float) -> str:
   return f'{x / 2 ** 20:10.1f} MiB'
 
 
+def _variant_text(name: str) -> str:
+  if name in VARIANT_NAMES.values():  # StyleGAN2's (do_r1, do_pl)
+    do_r1, do_pl = next(v for v, n in VARIANT_NAMES.items() if n == name)
+    return f'{name} (R1 {"on" if do_r1 else "off"}, path length {"on" if do_pl else "off"})'
+  return name
+
+
 def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: float,
                   reports: Sequence[VariantReport]) -> str:
-  n = config.train.batch_size
   peak = tpu_slice.generation.peak_tflops
+  growing = len({r.resolution for r in reports}) > 1
+  if growing:
+    batches = ', '.join(f'{r.resolution}:{r.batch}' for r in reports
+                        if r is next(q for q in reports if q.resolution == r.resolution))
+    batch_text = f'growing, global batch per resolution {batches}'
+  else:
+    n = config.train.batch_size
+    batch_text = f'global batch {n} ({n // tpu_slice.chips} per chip)'
   lines = [f'{config_name} on {tpu_slice.name}: {tpu_slice.chips} chips ({tpu_slice.topology}), '
            f'{hbm_gib:g} GiB HBM per chip; {info.resolution}x{info.resolution}x{info.channels} '
-           f'images, global batch {n} ({n // tpu_slice.chips} per chip); bfloat16 in the '
+           f'images, {batch_text}; bfloat16 in the '
            f'{models.bf16_resolutions(config.model, "tpu")} highest resolutions, remat '
            f'{config.train.get("remat", "none")}.']
   for r in reports:
-    do_r1, do_pl = next(v for v, name in VARIANT_NAMES.items() if name == r.name)
-    lines.append(f'variant {r.name} (R1 {"on" if do_r1 else "off"}, path length '
-                 f'{"on" if do_pl else "off"}), compiler ran {r.compile_sec:.0f}s; per chip:')
+    stage = f'stage {r.resolution}x{r.resolution} (batch {r.batch}), ' if growing else ''
+    lines.append(f'{stage}variant {_variant_text(r.name)}, compiler ran {r.compile_sec:.0f}s; '
+                 'per chip:')
+    n = r.batch or config.train.batch_size
     if not r.error:
       lines += [f'  arguments      {_mib(r.argument)}', f'  outputs        {_mib(r.output)}',
                 f'  aliased        {_mib(r.alias)}  (donated state: in both of the above)',
@@ -410,12 +442,18 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
       lines += [f'  -> DOES NOT FIT: the compiler ran out of the {hbm_gib:g} GiB per chip:',
                 f'     {first}']
   weights = variant_weights(train_step.StepConfig.from_config(config.train, 0))
-  if {r.name for r in reports} == set(weights) and all(not r.error for r in reports):
+  if (not growing and {r.name for r in reports} == set(weights)
+      and all(not r.error for r in reports)):
+    n = config.train.batch_size
     flops = sum(weights[r.name] * r.flops for r in reports)
     lines.append(f'mean over the variants\' steps: {flops:.4g} FLOPs/step per chip; at the '
                  f'{peak:g} TFLOP/s bf16 peak {sec_per_kimg_bound(flops, n, peak):.3g} sec/kimg '
                  f'(a lower bound)')
   verdict = all(r.fits for r in reports)
+  if growing and all(not r.error for r in reports):
+    top = max(reports, key=lambda r: r.required)
+    lines.append(f'largest per-chip memory: {top.required / GIB:.3f} GiB at stage '
+                 f'{top.resolution}x{top.resolution} (batch {top.batch}), variant {top.name}')
   lines.append(f'RESULT: {"fits" if verdict else "does NOT fit"} {tpu_slice.name} '
                f'({", ".join(r.name for r in reports)}).')
   return '\n'.join(lines)

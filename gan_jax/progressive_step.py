@@ -213,7 +213,7 @@ def make_step(G, D, config, c_dim: int,
     return step(state, batch, alpha, nimg, resolution)
 
   return step_common.Step(cfg.loss, g_tx, d_tx, fn, lambda step_index: (),
-                          lambda variant: 'plain')
+                          lambda variant: 'plain', ((),))
 
 
 box_downsample = images_lib.box_downsample

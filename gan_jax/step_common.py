@@ -37,7 +37,8 @@ class Step(NamedTuple):
   d_tx: optax.GradientTransformation
   fn: StepFn  # (state, batch, alpha, nimg, resolution, variant) -> (state, metrics); pure
   variant: Callable[[int], tuple]  # step index -> the static flags of that step
-  variant_names: Callable[[tuple], str]  # flags -> a readable name ('R1 + path length')
+  variant_names: Callable[[tuple], str]  # flags -> a short name ('r1_pl', 'plain')
+  reachable: tuple[tuple, ...]  # every variant a run meets, the heaviest (step 0's) first
 
 
 def step_key(rng: jax.Array, step: jax.Array) -> jax.Array:

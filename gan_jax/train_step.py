@@ -20,6 +20,7 @@ respect to the un-augmented reals, through the augmentation, as NVIDIA does) —
 ada_p inside the step from the sign of D's logits on reals.
 """
 
+import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -67,6 +68,12 @@ class StepConfig(NamedTuple):
     return cls(t.batch_size, c_dim, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
                t.pl_decay, t.pl_batch_shrink, t.style_mixing_prob, t.ema_kimg, t.ema_rampup,
                remat=t.get('remat', 'none'), **aug)
+
+  def reachable(self) -> tuple[tuple[bool, bool], ...]:
+    """The (do_r1, do_pl) flags a run meets, heaviest first (R1 and PL are both due at step 0)."""
+    period = math.lcm(max(self.r1_interval, 1), max(self.pl_interval, 1))
+    seen = {self.regularize(s) for s in range(period)}
+    return tuple(v for v in VARIANT_NAMES if v in seen)
 
   def regularize(self, step: int) -> tuple[bool, bool]:
     """(do_r1, do_pl) for a host-side step counter."""
@@ -344,4 +351,5 @@ def make_step(G, D, config, c_dim: int,
                        f'{G.img_resolution} only, not at {resolution}')
     return train_step(state, batch, *variant)
 
-  return step_common.Step('stylegan2', g_tx, d_tx, fn, cfg.regularize, VARIANT_NAMES.__getitem__)
+  return step_common.Step('stylegan2', g_tx, d_tx, fn, cfg.regularize, VARIANT_NAMES.__getitem__,
+                          cfg.reachable())

@@ -119,7 +119,8 @@ def test_numbers_of_a_known_program(v5e4):
   rows = NamedSharding(mesh, P('data'))
   x = jax.ShapeDtypeStruct((m, k), jnp.float32, sharding=rows)
   w = jax.ShapeDtypeStruct((k, n), jnp.float32, sharding=NamedSharding(mesh, P()))
-  step = jax.jit(lambda x, w, r1, pl: x @ w, static_argnums=(2, 3), out_shardings=rows)
+  step = jax.jit(lambda x, w, alpha, nimg, res, variant: x @ w, static_argnums=(4, 5),
+                 out_shardings=rows)
   r = aot.compile_variant(step, x, w, (False, False), 16 * aot.GIB)
   assert r.fits and not r.error and r.name == 'plain'
   assert r.flops == 2 * (m // 4) * k * n  # each chip multiplies its quarter of the rows
@@ -134,7 +135,8 @@ def test_numbers_of_a_known_program(v5e4):
 def test_out_of_memory_is_reported_as_not_fitting(v5e4):
   _, mesh = v5e4
   big = jax.ShapeDtypeStruct((2 ** 31,), jnp.float32, sharding=NamedSharding(mesh, P()))  # 8 GiB
-  step = jax.jit(lambda x, y, r1, pl: (jnp.cumsum(jnp.sin(x)), jnp.cos(x)), static_argnums=(2, 3))
+  step = jax.jit(lambda x, y, alpha, nimg, res, variant: (jnp.cumsum(jnp.sin(x)), jnp.cos(x)),
+                 static_argnums=(4, 5))
   r = aot.compile_variant(step, big, big, (True, True), 16 * aot.GIB)
   assert not r.fits and 'RESOURCE_EXHAUSTED' in r.error
   s, _ = v5e4
@@ -187,6 +189,24 @@ def test_cli_compiles_the_real_train_step():
   required_gib = nums['required'] / 1024
   assert 0.001 < required_gib < 16  # so the default 16 GiB verdict would be 'fits'
   assert f'{required_gib:.3f} GiB of 0.001 GiB' in out
+
+
+@needs_libtpu
+def test_cli_compiles_a_growing_config_stage_by_stage():
+  """ProGAN's tiny config grows 4 -> 32: one compile per stage, each at its batch, and the largest
+  per-chip memory named."""
+  r = _run_cli('--config', 'experiments/celebahq_progan.py:tiny', '--topology', 'v5e-4',
+               '--resolution', '32', '--channels', '1', timeout=1800)
+  assert r.returncode == aot.EXIT_FITS, r.stderr[-3000:]
+  for res in (4, 8, 16, 32):
+    assert f'stage {res}x{res} (batch 8), variant plain' in r.stdout
+  sums = [float(x) for x in re.findall(r'^\s+required\s+([\d.]+) MiB', r.stdout, re.M)]
+  assert len(sums) == 4 and sums == sorted(sums)  # more pixels, more memory
+  top = re.search(r'largest per-chip memory: ([\d.]+) GiB at stage 32x32', r.stdout)
+  assert top and abs(float(top.group(1)) - sums[-1] / 1024) < 1e-3
+  r = _run_cli('--config', 'experiments/celebahq_progan.py:tiny', '--topology', 'v5e-4',
+               '--resolution', '32', '--channels', '1', '--max_batch', '8')
+  assert r.returncode == aot.EXIT_BAD_INPUT and 'per resolution' in r.stderr
 
 
 @pytest.mark.slow
