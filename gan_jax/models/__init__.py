@@ -35,7 +35,7 @@ class Family:
 
 FAMILIES = {f.name: f for f in (
     Family('progan', 'ProGAN', progan.Generator, progan.Discriminator,
-           w_space=False, noise=False, grows=True),  # trained by train_progressive only
+           w_space=False, noise=False, grows=True),  # trains with progressive growing only
     Family('stylegan', 'StyleGAN', stylegan.Generator, stylegan.Discriminator,
            w_space=True, noise=True, grows=True),  # fixed resolution or growing
     Family('stylegan2', 'StyleGAN2', stylegan2.Generator, stylegan2.Discriminator,
