@@ -21,8 +21,8 @@ other and with the finished network's. This is what NVIDIA's code does: its grow
 always output full-size images, the current lod nearest-upscaled (`upscale2d`, a tile), with
 the lod kept in G_ema; stylegan's training_loop.py runs its metrics on every network snapshot,
 mid-growth included (progressive_growing_of_gans' util_scripts.evaluate_metrics, every snapshot
-of a run afterwards), against full-resolution reals. stage None (or the full resolution with alpha 1) is the full
-network; a generator that does not grow accepts only that.
+of a run afterwards), against full-resolution reals. stage None (or the full resolution with
+alpha 1) is the full network; a generator that does not grow accepts only that.
 """
 
 import time
