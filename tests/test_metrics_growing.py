@@ -129,17 +129,26 @@ def test_growth_arguments_are_checked():
     evaluator_lib.growth_kwargs(G2, 16, 1.0)
 
 
-def test_path_length_at_a_stage_feeds_the_upsampled_stage_images(monkeypatch, fake_source,
-                                                                tmp_path):
+def _patches(params, images):
+  """Stand-in for PPL's feature maps: each 8x8 pixel patch as one 64-channel position (at stage
+  8 upsampled to 32, 2x2 distinct values per patch: the per-position normalisation stays
+  smooth)."""
+  del params
+  n, h, w, c = images.shape
+  x = images.reshape(n, h // 8, 8, w // 8, 8, c).transpose(0, 1, 3, 2, 4, 5)
+  return [x.reshape(n, h // 8, w // 8, 64 * c)]
+
+
+def test_path_length_at_a_stage(monkeypatch, fake_source, tmp_path):
   """The sampler's images (captured in front of the feature network) are G's synthesis at the
-  stage and alpha, pixel-repeated to 32x32; ProGAN, without a W space, is refused."""
+  stage and alpha, pixel-repeated to 32x32; the evaluator's jitted, sharded ppl2_wend at that
+  stage is the documented reduction of the same sampler run eagerly; ProGAN (no W) is refused."""
   G, variables = _generator('stylegan')
   seen = []
 
   def capture(params, images):
-    del params
     seen.append(np.asarray(images))
-    return [images]
+    return _patches(params, images)
 
   monkeypatch.setattr(ppl, 'feature_maps', capture)
   z0, z1 = np.random.default_rng(0).standard_normal((2, 4, G.z_dim)).astype(np.float32)
@@ -156,10 +165,30 @@ def test_path_length_at_a_stage_feeds_the_upsampled_stage_images(monkeypatch, fa
   assert seen[0].shape == (8, 32, 32, 1)  # the pairs' two ends, at the full size
   np.testing.assert_allclose(seen[0][:4], want, rtol=1e-5, atol=1e-3)  # [0, 255]: float32 ulps
 
+  monkeypatch.setattr(ppl, 'feature_maps', _patches)
+  evaluator = _evaluator(fake_source, tmp_path)
+
+  def by_hand(stage, alpha):  # the evaluator's latents and keys, the sampler run eagerly
+    sample = ppl.make_sampler(G, None, 1e-4, 'end', crop=False, stage=stage)
+    values = []
+    for index in range(2):
+      z = np.random.default_rng([SEED, 1 << 20, index]).standard_normal((2, 8, G.z_dim))
+      z = jnp.asarray(z, jnp.float32)
+      key = jax.random.fold_in(jax.random.PRNGKey(SEED + 1), index)
+      values.append(np.asarray(sample(variables, z[0], z[1], None, key, jnp.float32(alpha))))
+    return ppl.aggregate(np.concatenate(values)[:NUM])
+
+  got = evaluator.evaluate(G, variables, ['ppl2_wend'], stage=8, alpha=0.5)['ppl2_wend']
+  # jit vs eager: path lengths divide an image difference of 1e-4 by 1e-8, so float32 rounding
+  # shows; measured 4e-6 here, at most 5e-4 at other stages. Another stage or alpha moves it by
+  # more than 10% (measured 25% to 4x).
+  assert got == pytest.approx(by_hand(8, 0.5), rel=2e-3)
+  for stage, alpha in ((8, 1.0), (32, 1.0)):
+    assert abs(by_hand(stage, alpha) - got) > 0.1 * got, (stage, alpha)
+
   G_pro, pro_vars = _generator('progan')
   with pytest.raises(ValueError, match='a ProGAN generator has none, at any stage'):
-    _evaluator(fake_source, tmp_path).evaluate(G_pro, pro_vars, ['ppl2_wend'], stage=8,
-                                               alpha=0.5)
+    evaluator.evaluate(G_pro, pro_vars, ['ppl2_wend'], stage=8, alpha=0.5)
 
 
 class _Writer:
