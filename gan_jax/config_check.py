@@ -7,6 +7,7 @@ already refused by ml_collections (configs are locked and typed); this checks va
 import math
 
 from gan_jax import augment
+from gan_jax import models
 from gan_jax import progressive
 from gan_jax.metrics import registry
 from gan_jax.models import stylegan2
@@ -152,9 +153,14 @@ def validate(config, num_devices: int) -> None:
   evals = config.get('evals')
   if evals is not None:
     try:
-      registry.parse_list(evals.metrics)
+      specs = registry.parse_list(evals.metrics)
     except ValueError as error:
       raise ConfigError(f'config.evals.metrics={evals.metrics!r} is not allowed: {error}') from None
+    family = models.FAMILIES.get(config.model.name)
+    _require(family is None or family.w_space or all(s.family != 'ppl' for s in specs),
+             'evals.metrics', evals.metrics,
+             f'metrics without ppl for model {config.model.name!r} (path length walks the W '
+             'space; it has none)')
 
 
 def _validate_progressive(config, num_devices: int) -> None:
@@ -185,10 +191,6 @@ def _validate_progressive(config, num_devices: int) -> None:
            t.r1_interval, '1 with progressive growing (R1 runs in every D step, as in StyleGAN)')
   _require(config.augment.pipe == 'none', 'augment.pipe', config.augment.pipe,
            "'none' with progressive growing (ADA is not part of the progressive loop)")
-  evals = config.get('evals')
-  _require(evals is None or not evals.metrics, 'evals.metrics', evals and evals.metrics,
-           "'' with progressive growing (the network grows during the run); evaluate a finished "
-           'stylegan run with python -m gan_jax.evaluate')
   _require(p.start_resolution >= 4 and 2 ** int(round(math.log2(p.start_resolution)))
            == p.start_resolution, 'progressive.start_resolution', p.start_resolution,
            'a power of two >= 4')

@@ -10,6 +10,13 @@ each metric (gan_jax/metrics/registry.py names) and ends with one line per resul
   fid50k_full 4.1234
   kid50k_full 0.001234
 
+A checkpoint of a progressive run (ProGAN, StyleGAN) is evaluated as it was then: at the stage
+and fade-in alpha its Orbax meta records, its images nearest-upsampled to the full resolution
+(`gan_jax.metrics.evaluator`), against the same full-resolution reals as a finished run; the
+output then starts with that stage and alpha:
+
+  # step 5: progressive run at stage 32x32, alpha 0.5000 (upsampled to 32x32)
+
 Real-image statistics are cached (~/.cache/gan_jax/stats, or --cache_dir) per dataset, split,
 resolution, count and feature-network hash. --max_images caps every count, for smoke tests
 only (the names then no longer mean what they say; the output says so). Multi-process runs:
@@ -19,7 +26,7 @@ pass --distributed to call jax.distributed.initialize() first.
 import argparse
 import json
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 from absl import logging
 import jax
@@ -67,8 +74,15 @@ def data_config(workdir: str, data_dir: Optional[str]) -> ml_collections.ConfigD
   return data
 
 
-def run(args: argparse.Namespace) -> dict[str, float]:
-  """Computes the metrics; returns {result name: value}."""
+class Evaluation(NamedTuple):
+  results: dict[str, float]  # {result name: value}
+  step: int  # the checkpoint's
+  growth: Optional[dict]  # {'stage', 'alpha'} of a progressive run's checkpoint, else None
+  resolution: int  # G's full resolution, the data's
+
+
+def run(args: argparse.Namespace) -> Evaluation:
+  """Computes the metrics of the workdir's checkpoint (a progressive one at its stage/alpha)."""
   try:
     specs = registry.parse_list(args.metrics)  # bad names fail before anything is loaded
   except ValueError as error:
@@ -80,11 +94,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
   G, variables, step = export.restore_workdir(args.workdir, args.step)
   logging.info('G_ema of %s at step %d', args.workdir, step)
   growth = export.growth_of(args.workdir, step)
-  if growth is not None and (growth['stage'] < G.img_resolution or growth['alpha'] < 1):
-    raise cli_errors.UserError(
-        f'step {step} of this progressive run had not finished growing (stage '
-        f'{growth["stage"]}, alpha {growth["alpha"]:.3f}): metrics compare images at the full '
-        f'{G.img_resolution}x{G.img_resolution}; evaluate a later step')
+  if growth is not None:
+    logging.info('step %d of a progressive run: stage %d, alpha %.4f', step, growth['stage'],
+                 growth['alpha'])
   family = models.family_of(G)
   if not family.w_space and any(s.family == 'ppl' for s in specs):
     raise cli_errors.UserError(f'ppl metrics walk the W space; a {family.title} generator has '
@@ -94,7 +106,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
       data_config(args.workdir, args.data_dir), mesh, batch_size=args.batch_size,
       weights=args.inception_weights, cache_dir=args.cache_dir,
       max_images=args.max_images or None, seed=args.seed)
-  return evaluator.evaluate(G, variables, [s.name for s in specs])
+  results = evaluator.evaluate(G, variables, [s.name for s in specs], **(growth or {}))
+  return Evaluation(results, step, growth, G.img_resolution)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -102,11 +115,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   logging.set_verbosity(logging.INFO)
   if args.distributed:
     jax.distributed.initialize()
-  results = run(args)
+  evaluation = run(args)
   if jax.process_index() == 0:
+    if evaluation.growth is not None:
+      stage, res = evaluation.growth['stage'], evaluation.resolution
+      print(f'# step {evaluation.step}: progressive run at stage {stage}x{stage}, alpha '
+            f'{evaluation.growth["alpha"]:.4f} (upsampled to {res}x{res})')
     if args.max_images:
       print(f'# image counts capped at --max_images={args.max_images}')
-    for name, value in results.items():
+    for name, value in evaluation.results.items():
       print(f'{name} {value:.6g}')
 
 

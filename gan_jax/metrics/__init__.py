@@ -4,7 +4,7 @@
   python -m gan_jax.metrics.fetch                                  caches the network's weights
   FeatureStats, frechet_distance, kernel_inception_distance       gan_jax.metrics.frechet
   registry.parse('fid50k_full'), NVIDIA's metric names              gan_jax.metrics.registry
-  Evaluator(config.data, mesh).evaluate(G, variables, names)      gan_jax.metrics.evaluator
+  Evaluator(config.data, mesh).evaluate(G, variables, names[, stage=, alpha=])  .evaluator
   sharded extraction, the real-statistics cache                   gan_jax.metrics.features
   precision/recall, perceptual path length                        precision_recall, ppl
   config.evals during training                                    gan_jax.metrics.periodic

@@ -3,15 +3,23 @@
   evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer)
   ...
   if evals.due(step, num_steps): evals.run(state.ema_params, state.ema_buffers, step)
+  # a progressive run: images shown so far, this step's batch, the stage and alpha it trains at
+  if evals.due(step, num_steps, nimg=nimg, batch_size=batch):
+    evals.run(state.ema_params, state.ema_buffers, step, stage=stage, alpha=alpha, nimg=nimg)
 
 Each run evaluates G_ema and writes every result to the clu metric writer (as `metrics/<name>`)
 and, on process 0, appends one JSON object per result to `<workdir>/metrics.jsonl`:
   {"step": 3125, "kimg": 50.0, "metric": "fid2k", "value": 41.3, "seconds": 812.4,
    "num_gen": 2000, "num_real": 2000}
+A run given a stage evaluates a growing G as it is then (`evaluator.growth_kwargs`: that stage
+and alpha, upsampled to the full resolution, against the same full-resolution reals all run
+long) and records "stage" and "alpha" in each line, and `metrics/stage`, `metrics/alpha` beside
+the values in the writer.
 """
 
 import json
 import time
+from typing import Optional
 
 from absl import logging
 from etils import epath
@@ -44,17 +52,24 @@ class PeriodicEvals:
   def enabled(self) -> bool:
     return bool(self.specs)
 
-  def due(self, step: int, num_steps: int) -> bool:
-    """True after the step that crosses a multiple of every_kimg, and after the last step."""
+  def due(self, step: int, num_steps: int, nimg: Optional[int] = None,
+          batch_size: Optional[int] = None) -> bool:
+    """True after the step that crosses a multiple of every_kimg, and after the last step.
+
+    nimg: images shown after this step, batch_size: this step's batch (a progressive run, whose
+    batch changes with the stage); default step * train.batch_size and train.batch_size."""
     if not self.specs:
       return False
     if step == num_steps:
       return True
     if self.every_kimg <= 0:
       return False
+    if nimg is None:
+      nimg, batch_size = step * self.batch_size, self.batch_size
+    elif batch_size is None:
+      raise ValueError('due(nimg=...) needs the batch_size of the step that reached it')
     images_per_eval = self.every_kimg * 1000
-    return (step * self.batch_size // images_per_eval >
-            (step - 1) * self.batch_size // images_per_eval)
+    return nimg // images_per_eval > (nimg - batch_size) // images_per_eval
 
   def due_at(self, prev_nimg: int, nimg: int, finished: bool) -> bool:
     """True after the step that took the images shown from prev_nimg to nimg across a multiple
@@ -77,24 +92,34 @@ class PeriodicEvals:
           seed=self.config.seed)
     return self._evaluator
 
-  def run(self, ema_params, ema_buffers, step: int) -> dict[str, float]:
-    """Evaluates every configured metric on G_ema; logs and records the results."""
-    kimg = step * self.batch_size / 1000
+  def run(self, ema_params, ema_buffers, step: int, stage: Optional[int] = None,
+          alpha: Optional[float] = None, nimg: Optional[int] = None) -> dict[str, float]:
+    """Evaluates every configured metric on G_ema; logs and records the results.
+
+    stage, alpha: where a growing G is in its schedule (None: the full network); see
+    `evaluator.growth_kwargs`. nimg: images shown (default step * train.batch_size), for kimg."""
+    kimg = (step * self.batch_size if nimg is None else nimg) / 1000
     variables = {'params': ema_params, 'buffers': ema_buffers}
+    growth = {}
+    if stage is not None:
+      evaluator_lib.growth_kwargs(self.G, stage, alpha)  # a bad stage fails before any work
+      growth = {'stage': int(stage), 'alpha': 1.0 if alpha is None else float(alpha)}
+    where = (f'  stage {growth["stage"]}  alpha {growth["alpha"]:.4f}' if growth else '')
     results = {}
     for spec in self.specs:
       start = time.time()
-      values = self.evaluator().evaluate(self.G, variables, [spec])
+      values = self.evaluator().evaluate(self.G, variables, [spec], stage=stage, alpha=alpha)
       seconds = time.time() - start
       results.update(values)
-      self.writer.write_scalars(step, {f'metrics/{k}': v for k, v in values.items()})
+      self.writer.write_scalars(step, {**{f'metrics/{k}': v for k, v in values.items()},
+                                       **{f'metrics/{k}': v for k, v in growth.items()}})
       if self.is_main:
         with (self.workdir / JSONL).open('a') as f:
           for name, value in values.items():
             f.write(json.dumps({'step': step, 'kimg': kimg, 'metric': name, 'value': value,
                                 'seconds': round(seconds, 3), 'num_gen': spec.num_gen,
-                                'num_real': spec.num_real}) + '\n')
-      logging.info('step %d  kimg %.2f  %s  (%.0f s)', step, kimg,
+                                'num_real': spec.num_real, **growth}) + '\n')
+      logging.info('step %d  kimg %.2f%s  %s  (%.0f s)', step, kimg, where,
                    '  '.join(f'{k} {v:.4f}' for k, v in values.items()), seconds)
     self.writer.flush()
     return results

@@ -20,13 +20,14 @@ perceptual distance in the same sense, but on another network: values are not co
 published PPL numbers, only between runs of gan_jax.
 """
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gan_jax.metrics import inception
+from gan_jax.models import layers
 
 LAYERS = ('conv_2', 'conv_4', 'mixed_2', 'mixed_7', 'mixed_10')
 _NORM_EPS = 1e-10  # LPIPS's normalize_tensor eps
@@ -95,12 +96,17 @@ def randomize_noise(buffers, rng: jax.Array):
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def make_sampler(G, feature_params, epsilon: float, sampling: str, crop: bool):
-  """A pure fn(variables, z0, z1, c, rng) -> (N,) path-length values d / epsilon^2."""
+def make_sampler(G, feature_params, epsilon: float, sampling: str, crop: bool,
+                 stage: Optional[int] = None):
+  """A pure fn(variables, z0, z1, c, rng, alpha=1.0) -> (N,) path-length values d / epsilon^2.
+
+  stage (static; None: the full network) and alpha (traced): a growing StyleGAN synthesises at
+  that stage and fade-in, nearest-upsampled to its full resolution, as the FID of
+  `gan_jax.metrics.evaluator` sees it."""
   if sampling not in ('end', 'full'):
     raise ValueError(f"sampling must be 'end' or 'full', got {sampling!r}")
 
-  def sample(variables, z0, z1, c, rng):
+  def sample(variables, z0, z1, c, rng, alpha=1.0):
     t_key, noise_key = jax.random.split(rng)
     n = z0.shape[0]
     t = (jax.random.uniform(t_key, (n,)) if sampling == 'full' else jnp.zeros((n,)))
@@ -109,8 +115,10 @@ def make_sampler(G, feature_params, epsilon: float, sampling: str, crop: bool):
     wt0, wt1 = endpoint_ws(ws[:n], ws[n:], t, epsilon)
     noisy = {'params': variables['params'],
              'buffers': randomize_noise(variables['buffers'], noise_key)}
+    at = {} if stage is None else {'stage': stage, 'alpha': alpha}
     images = G.apply(noisy, jnp.concatenate([wt0, wt1]), noise_mode='const',
-                     method='synthesize')
+                     method='synthesize', **at)
+    images = layers.upsample_nearest(images, G.img_resolution // images.shape[1])
     maps = feature_maps(feature_params, prepare_images(images, crop))
     return distance_from_maps([m[:n] for m in maps], [m[n:] for m in maps]) / epsilon ** 2
 
