@@ -231,11 +231,10 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
           checkpointing.save(ckpt, state, {'step': step, 'kimg': nimg / 1000, 'nimg': nimg,
                                            'stage': stage.resolution, 'alpha': stage.alpha,
                                            'batch': stage.batch_size})
-        if evals.due_at(nimg - stage.batch_size, nimg, finished) and not stopping:
+        if evals.due(nimg, stage.batch_size, finished) and not stopping:
           t0 = time.time()
-          evals.run(state.ema_params, state.ema_buffers, step,
-                    **(dict(stage=stage.resolution, alpha=stage.alpha) if schedule.growing
-                       else {}))
+          growth = (dict(stage=stage.resolution, alpha=stage.alpha) if schedule.growing else {})
+          evals.run(state.ema_params, state.ema_buffers, step, nimg=nimg, **growth)
           tick_start += time.time() - t0  # evaluation time is not training time
         if stopping:
           saved = checkpointing.commit(ckpt)  # "saved" means committed: written and checksummed

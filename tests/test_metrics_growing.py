@@ -211,8 +211,8 @@ def test_periodic_run_records_stage_and_alpha(fake_source, tmp_path, monkeypatch
   writer = _Writer()
   evals = periodic.PeriodicEvals(config, tmp_path, _mesh(8), G, writer)
   # Images shown, not step * train.batch_size: every 16 images with batches of 8.
-  assert evals.due(6, 100, nimg=48, batch_size=8) and not evals.due(5, 100, nimg=40, batch_size=8)
-  assert evals.due(100, 100, nimg=40, batch_size=8)  # the last step
+  assert evals.due(48, 8, False) and not evals.due(40, 8, False)
+  assert evals.due(40, 8, True)  # the last step
   results = evals.run(variables['params'], variables['buffers'], 5, stage=16, alpha=0.25,
                       nimg=40)
   evals.run(variables['params'], variables['buffers'], 9)  # full network: no stage recorded

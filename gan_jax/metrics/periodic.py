@@ -2,9 +2,10 @@
 
   evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer)
   ...
-  if evals.due(step, num_steps): evals.run(state.ema_params, state.ema_buffers, step)
-  # a progressive run: images shown so far, this step's batch, the stage and alpha it trains at
-  if evals.due(step, num_steps, nimg=nimg, batch_size=batch):
+  # after each step: images shown so far, this step's batch, whether the run is over
+  if evals.due(nimg, batch, finished):
+    evals.run(state.ema_params, state.ema_buffers, step, nimg=nimg)  # fixed resolution
+    # a growing G: at the stage and fade-in alpha it trains at
     evals.run(state.ema_params, state.ema_buffers, step, stage=stage, alpha=alpha, nimg=nimg)
 
 Each run evaluates G_ema and writes every result to the clu metric writer (as `metrics/<name>`)
@@ -52,28 +53,10 @@ class PeriodicEvals:
   def enabled(self) -> bool:
     return bool(self.specs)
 
-  def due(self, step: int, num_steps: int, nimg: Optional[int] = None,
-          batch_size: Optional[int] = None) -> bool:
-    """True after the step that crosses a multiple of every_kimg, and after the last step.
-
-    nimg: images shown after this step, batch_size: this step's batch (a progressive run, whose
-    batch changes with the stage); default step * train.batch_size and train.batch_size."""
-    if not self.specs:
-      return False
-    if step == num_steps:
-      return True
-    if self.every_kimg <= 0:
-      return False
-    if nimg is None:
-      nimg, batch_size = step * self.batch_size, self.batch_size
-    elif batch_size is None:
-      raise ValueError('due(nimg=...) needs the batch_size of the step that reached it')
-    images_per_eval = self.every_kimg * 1000
-    return nimg // images_per_eval > (nimg - batch_size) // images_per_eval
-
-  def due_at(self, prev_nimg: int, nimg: int, finished: bool) -> bool:
-    """True after the step that took the images shown from prev_nimg to nimg across a multiple
-    of every_kimg, and after the run's last step (any schedule, batches that change included)."""
+  def due(self, nimg: int, batch_size: int, finished: bool) -> bool:
+    """True after the step whose batch (batch_size images, which reached nimg images shown) crossed
+    a multiple of every_kimg, and after the run's last step (`finished`); any schedule, batches
+    that change with a growing network's stage included."""
     if not self.specs:
       return False
     if finished:
@@ -81,7 +64,7 @@ class PeriodicEvals:
     if self.every_kimg <= 0:
       return False
     images_per_eval = self.every_kimg * 1000
-    return nimg // images_per_eval > prev_nimg // images_per_eval
+    return nimg // images_per_eval > (nimg - batch_size) // images_per_eval
 
   def evaluator(self) -> evaluator_lib.Evaluator:
     if self._evaluator is None:
