@@ -194,6 +194,55 @@ def latest_intact(mngr: ocp.CheckpointManager, move_aside: bool = True,
   return None if step < 0 else step
 
 
+def read_only_manager(checkpoints: epath.Path) -> ocp.CheckpointManager:
+  """A manager that reads a checkpoints/ directory and never writes to it (tools, resume)."""
+  return ocp.CheckpointManager(epath.Path(checkpoints),
+                               options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=('state', 'meta'))
+
+
+def restore_parts(checkpoints: epath.Path, keys: Sequence[str], step: Optional[int] = None
+                  ) -> tuple[dict, int]:
+  """({key: subtree as numpy} of the state's top-level `keys`, step) of a checkpoints/ directory's
+  newest step (or `step`), restored without a model to build the target from (its shapes come
+  from the checkpoint's metadata) and checked against its manifest first (a damaged step is an
+  error here: tools never move anything)."""
+  mngr = ocp.CheckpointManager(
+      epath.Path(checkpoints), options=ocp.CheckpointManagerOptions(read_only=True),
+      item_handlers={'state': ocp.PyTreeCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
+  try:
+    steps = mngr.all_steps()
+    if not steps:
+      raise FileNotFoundError(f'{checkpoints} holds no checkpoint')
+    step = max(steps) if step is None else int(step)
+    if step not in steps:
+      raise FileNotFoundError(f'{checkpoints} has no step {step} (steps: {sorted(steps)})')
+    legacy = not (epath.Path(mngr.directory) / integrity.MARKER).exists()  # before manifests
+    problem = None if legacy else integrity.verify(integrity.step_dir(mngr.directory, step))
+    if problem:
+      raise DamagedCheckpointError(f'{checkpoints}/{step} is not usable: {problem}. Pick another '
+                                   f'step (steps: {sorted(steps)}).')
+    tree = mngr.item_metadata(step)['state'].tree
+    target = {k: jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[k])
+              for k in keys}
+    restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                          target)
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=restore_args, partial_restore=True)))['state']
+  finally:
+    mngr.close()
+  return {k: restored[k] for k in keys}, step
+
+
+def read_meta(checkpoints: epath.Path, step: int) -> dict:
+  """The JSON meta saved with a step (step, kimg, nimg; stage and alpha of growing runs)."""
+  mngr = read_only_manager(checkpoints)
+  try:
+    return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'] or {}
+  finally:
+    mngr.close()
+
+
 def _resume_manager(path: str) -> tuple[ocp.CheckpointManager, Optional[int]]:
   """A read-only manager for `config.resume`: a checkpoints/ dir, a workdir, or one step dir;
   and the step asked for (None: the newest intact one)."""
@@ -207,9 +256,7 @@ def _resume_manager(path: str) -> tuple[ocp.CheckpointManager, Optional[int]]:
   step = None
   if (p / 'state').exists() and p.name.isdigit():  # a single step directory
     step, p = int(p.name), p.parent
-  mngr = ocp.CheckpointManager(p, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=('state', 'meta'))
-  return mngr, step
+  return read_only_manager(p), step
 
 
 def _restore_resume(resume: str, abstract_state: Any) -> tuple[Any, dict, str]:

@@ -90,6 +90,25 @@ def test_every_committed_step_has_a_manifest_that_verifies(tmp_path):
     assert integrity.verify(root) is None
 
 
+def test_tools_read_a_step_only_when_it_verifies_and_move_nothing(tmp_path):
+  """checkpointing.restore_parts (export, evaluate, load_generator): the parts asked for, as numpy;
+  a damaged step is one clear error naming the other steps, and stays where it is."""
+  _save_steps(tmp_path, [1, 2])
+  checkpoints = tmp_path / 'checkpoints'
+  parts, step = checkpointing.restore_parts(checkpoints, ('w', 'b'))
+  assert step == 2 and isinstance(parts['w'], np.ndarray)
+  np.testing.assert_array_equal(parts['w'], _tree(2).w)
+  np.testing.assert_array_equal(parts['b']['x'], _tree(2).b['x'])
+  assert checkpointing.read_meta(checkpoints, 1) == {'step': 1}
+  _truncate(_largest_array_file(checkpoints / '2'))
+  with pytest.raises(checkpointing.DamagedCheckpointError, match=r'2 is not usable.*truncated.*'
+                     r'steps: \[1, 2\]'):
+    checkpointing.restore_parts(checkpoints, ('w',))
+  assert (checkpoints / '2').exists() and not (tmp_path / 'checkpoints.damaged').exists()
+  np.testing.assert_array_equal(checkpointing.restore_parts(checkpoints, ('w',), 1)[0]['w'],
+                                _tree(1).w)
+
+
 @pytest.mark.parametrize('damage,problem', [(_truncate, 'truncated'),
                                             (_flip_64_bytes, 'CRC-32 mismatch')])
 def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_previous_restored(

@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from gan_jax import checkpointing
 from gan_jax import cli_errors
 from gan_jax import models
 
@@ -141,12 +142,6 @@ def read_export(path: str | os.PathLike) -> tuple[Any, dict, dict]:
 # Training workdirs.
 
 
-def _read_only_manager(checkpoints: epath.Path) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      checkpoints, options=ocp.CheckpointManagerOptions(read_only=True),
-      item_handlers={'state': ocp.PyTreeCheckpointHandler(), 'meta': ocp.JsonCheckpointHandler()})
-
-
 def _data_shapes_from_params(ema_params, z_dim: int) -> dict[str, int]:
   """img_resolution, img_channels and c_dim of a G from its parameter shapes (StyleGAN2 and
   StyleGAN: synthesis/b<res> and the mapping's label embedding; ProGAN: b<res> and the input
@@ -178,23 +173,7 @@ def restore_workdir(workdir: str | os.PathLike, step: Optional[int] = None):
     raise FileNotFoundError(f'{workdir} is not a training workdir (needs config.json and '
                             'checkpoints/)')
   model_config = ml_collections.ConfigDict(json.loads(config_file.read_text())['model'])
-  mngr = _read_only_manager(checkpoints)
-  try:
-    steps = mngr.all_steps()
-    if not steps:
-      raise FileNotFoundError(f'{checkpoints} holds no checkpoint')
-    step = max(steps) if step is None else int(step)
-    if step not in steps:
-      raise FileNotFoundError(f'{checkpoints} has no step {step} (steps: {sorted(steps)})')
-    tree = mngr.item_metadata(step)['state'].tree
-    target = {k: jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree[k])
-              for k in ('ema_params', 'ema_buffers')}
-    restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                          target)
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True)))['state']
-  finally:
-    mngr.close()
+  restored, step = checkpointing.restore_parts(checkpoints, ('ema_params', 'ema_buffers'), step)
   variables = {'params': restored['ema_params'], 'buffers': restored['ema_buffers']}
   G, _ = models.build(model_config, **_data_shapes_from_params(variables['params'],
                                                                 model_config.z_dim))
@@ -206,12 +185,7 @@ def growth_of(workdir: str | os.PathLike, step: int) -> Optional[dict]:
   """{'stage', 'alpha'} of a progressive run's checkpoint that has not finished growing (the
   generator then makes stage x stage images, faded in by alpha); None otherwise."""
   checkpoints = epath.Path(os.path.abspath(os.fspath(workdir))) / 'checkpoints'
-  mngr = ocp.CheckpointManager(checkpoints, options=ocp.CheckpointManagerOptions(read_only=True),
-                               item_names=('state', 'meta'))
-  try:
-    meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta'] or {}
-  finally:
-    mngr.close()
+  meta = checkpointing.read_meta(checkpoints, step)
   if 'stage' not in meta:
     return None
   return {'stage': int(meta['stage']), 'alpha': float(meta['alpha'])}
