@@ -123,12 +123,11 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   step = int(jax.device_get(state.step))
   nimg, last_phase = schedule.position(meta, step)
   stage = schedule.at(nimg)
-  logging.info('Train step %r, resolutions %s; start from %s (step %d, kimg %.3f, %dx%d, alpha '
-               '%.4f, batch %d). G %d params, D %d params, %d devices.', step_def.name,
-               '->'.join(map(str, schedule.resolutions)), source, step, nimg / 1000,
-               stage.resolution, stage.resolution, stage.alpha, stage.batch_size,
-               state_lib.param_count(state.g_params), state_lib.param_count(state.d_params),
-               mesh.size)
+  logging.info('Start from %s (step %d, kimg %.3f, %dx%d, alpha %.4f, batch %d); train step %r, '
+               'resolutions %s. G %d params, D %d params, %d devices.', source, step, nimg / 1000,
+               stage.resolution, stage.resolution, stage.alpha, stage.batch_size, step_def.name,
+               '->'.join(map(str, schedule.resolutions)), state_lib.param_count(state.g_params),
+               state_lib.param_count(state.d_params), mesh.size)
 
   sample = samples.make_sample_fn(G, info.resolution, mesh)
   grid_z, grid_c = samples.grid_latents(config, G, c_dim)
