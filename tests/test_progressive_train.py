@@ -284,6 +284,8 @@ def test_loop_writes_grids_at_the_full_size(loop_runs):
   assert grid.shape == (2 * 32, 4 * 32)
   tile = grid[:32, :32].astype(int)  # stage 16 upsampled: 2x2 blocks of one value
   np.testing.assert_array_equal(tile[0::2, 0::2], tile[1::2, 1::2])
+  last = np.asarray(Image.open(workdir / 'samples_0000008.png')).astype(int)
+  assert np.abs(last - grid).mean() > 1  # it learns (and grows): the grid changed
 
 
 def test_generate_and_export_a_progan_run(loop_runs, tmp_path):

@@ -153,12 +153,15 @@ def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   grid = np.asarray(Image.open(workdir / 'samples_0000010.png'))
   assert grid.shape == (2 * 32, 4 * 32)  # 2 x 4 grayscale tiles
+  first = np.asarray(Image.open(workdir / 'samples_0000000.png')).astype(int)
+  assert np.abs(grid.astype(int) - first).mean() > 1  # it learns: G_ema's grid changed
   reals = np.asarray(Image.open(workdir / 'reals.png'))
   assert reals.shape == (2 * 32, 4 * 32)  # the 8 reals of step 0
   assert reals[:2].max() == 0 and reals[2:30, 2:30].min() > 0  # padded border, non-zero fakes
   assert list(workdir.glob('events.out.tfevents.*'))
   step, restored, meta = _final_state(workdir)
   assert step == 10 and meta['kimg'] == pytest.approx(0.08)
+  assert (meta['nimg'], meta['stage'], meta['alpha'], meta['batch']) == (80, 32, 1.0, 8)
   for leaf in jax.tree_util.tree_leaves(restored):
     assert np.all(np.isfinite(leaf))
   kept = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
