@@ -66,11 +66,12 @@ def progan_run():
   step, state = _setup(G, D, progressive_step.ProgressiveStepConfig.from_config(config.train, 0))
   before = {'g': _copy(state.g_params), 'd': _copy(state.d_params), 'names': [
       jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.g_params)[0]]}
-  state, m0 = step(state, _batch(16), np.float32(1.0), np.int32(0), 16)
+  state, m0 = step(state, _batch(16), np.float32(1.0), np.int32(0), 16, False)
   after0 = {'g': _copy(state.g_params), 'ema': _copy(state.ema_params)}
   metrics = [m0]
   for i, alpha in enumerate((0.25, 0.75)):
-    state, m = step(state, _batch(32, i + 1), np.float32(alpha), np.int32(N * (i + 1)), 32)
+    state, m = step(state, _batch(32, i + 1), np.float32(alpha), np.int32(N * (i + 1)), 32,
+                    False)
     metrics.append(m)
   return dict(step=step, state=state, before=before, after0=after0,
               metrics=jax.device_get(metrics))
@@ -126,7 +127,7 @@ def test_conditional_stylegan_grows_with_mixing_r1_and_w_avg():
       c_dim=3, loss='nonsaturating', r1_gamma=10.0, style_mixing_prob=0.9, ema_kimg=0.02),
                        c_dim=3)
   w_avg0 = np.array(state.g_buffers['mapping']['w_avg'], copy=True)
-  state, m = step(state, _batch(8, classes=3), np.float32(0.5), np.int32(N), 8)
+  state, m = step(state, _batch(8, classes=3), np.float32(0.5), np.int32(N), 8, False)
   assert float(m['loss/D_r1_penalty']) > 0 and int(m['nonfinite']) == 0
   w_avg = np.asarray(state.g_buffers['mapping']['w_avg'])
   assert not np.array_equal(w_avg, w_avg0)  # tracked in the G pass
@@ -186,7 +187,7 @@ def test_schedule_replay_sums_the_batches():
     ({'progressive.batch_sizes': '256:14'}, 'batch 14 at resolution 256 must be divisible by the '
      '8 devices.*mesh.data'),
     ({'progressive.enabled': False}, "'progan' trains only with config.progressive.enabled"),
-    ({'train.pl_weight': 2.0}, 'no path-length term'),
+    ({'train.pl_weight': 2.0}, "0 with model 'progan': path length needs a w space"),
     ({'progressive.fade_kimg': 0.0, 'progressive.stabilize_kimg': 0.0}, 'not both 0'),
     ({'progressive.start_resolution': 6}, 'power of two'),
     ({'train.loss': 'hinge'}, "'nonsaturating' or 'wgan_gp'"),
@@ -342,7 +343,8 @@ def test_step_on_1_and_8_devices_agree():
         bshard, rep)
     metrics = []
     for i, (stage, alpha) in enumerate(((16, 1.0), (32, 0.5))):
-      state, m = step(state, _batch(stage, i), np.float32(alpha), np.int32(N * i), stage)
+      state, m = step(state, _batch(stage, i), np.float32(alpha), np.int32(N * i), stage,
+                      False)
       metrics.append(m)
     results.append((jax.device_get(state), jax.device_get(metrics)))
   (s1, m1), (s8, m8) = results
