@@ -19,6 +19,9 @@ of the official ProGAN and StyleGAN training loops:
 
 With config.augment.pipe, D sees augmented images with probability state.ada_p, which ADA moves
 from the sign of D's scores on the reals (`augment.ada_update`), as in gan_jax/train_step.py.
+For WGAN-GP that sign is the critic's, whose scores the drift term keeps near 0, so the heuristic
+reads the same way (reals scored above 0 more often than the target: augment more); NVIDIA tuned
+its target 0.6 for the logistic loss only, and nobody has tuned one for ProGAN.
 
 Random draws (`StepDraws`, `draw`) come from one key per named phase
 (`step_common.phase_key(step_key, 'd_main' | 'd_gp' | 'g_main' | 'g_pl' | 'augment')`), so one
