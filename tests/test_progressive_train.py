@@ -27,6 +27,7 @@ from gan_jax.models import progan
 from gan_jax.models import stylegan
 from tests import numerics
 from tests.fake_data import write_fake_fashion_mnist
+from tests.test_train import RUNS_REL
 from tests.test_train import assert_runs_agree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -445,7 +446,15 @@ def test_step_on_1_and_8_devices_agree():
       metrics.append(m)
     results.append((jax.device_get(state), jax.device_get(metrics)))
   (s1, m1), (s8, m8) = results
-  assert_runs_agree(m1, m8, s1, s8, '8 vs 1 device')
+  # The metrics at their own scale, but at least 1e-3: a batch mean of D's scores can cancel to
+  # ~1e-4 (step 0's scores/fake: -1.8e-4, 4e-9 apart on 8 devices, 2e-5 of itself), while a
+  # sharding bug moves the scores by a learning-rate step's effect.
+  for i, (a, b) in enumerate(zip(m1, m8)):
+    assert a.keys() == b.keys()
+    for k in a:
+      numerics.assert_close(b[k], a[k], RUNS_REL, f'8 vs 1 device: step {i} {k}',
+                            max(abs(float(a[k])), 1e-3))
+  assert_runs_agree([], [], s1, s8, '8 vs 1 device')
 
 
 def test_nonfinite_rolls_back_to_the_last_checkpoint(loop_runs, monkeypatch):
