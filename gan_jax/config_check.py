@@ -164,7 +164,7 @@ def validate(config, num_devices: int) -> None:
 
 
 def _validate_progressive(config, num_devices: int) -> None:
-  """config.progressive and the loss knobs of the progressive loop (gan_jax/train_progressive)."""
+  """config.progressive and the knobs of the progressive step (gan_jax/progressive_step.py)."""
   t, p = config.train, config.get('progressive')
   enabled = p is not None and p.enabled
   loss = t.get('loss', 'nonsaturating')
@@ -185,12 +185,12 @@ def _validate_progressive(config, num_devices: int) -> None:
   _positive(config, 'train.wgan_target')
   _require(t.wgan_drift >= 0 and math.isfinite(t.wgan_drift), 'train.wgan_drift', t.wgan_drift,
            'a finite number >= 0')
-  _require(t.pl_weight == 0, 'train.pl_weight', t.pl_weight,
-           '0 with progressive growing (its loop has no path-length term; StyleGAN had none)')
+  _require(t.pl_weight == 0 or config.model.name == 'stylegan', 'train.pl_weight', t.pl_weight,
+           f'0 with model {config.model.name!r}: path length needs a w space (a mapping '
+           "network), which only 'stylegan' has among the growing models")
   _require(loss != 'nonsaturating' or t.r1_gamma == 0 or t.r1_interval == 1, 'train.r1_interval',
-           t.r1_interval, '1 with progressive growing (R1 runs in every D step, as in StyleGAN)')
-  _require(config.augment.pipe == 'none', 'augment.pipe', config.augment.pipe,
-           "'none' with progressive growing (ADA is not part of the progressive loop)")
+           t.r1_interval, '1 with progressive growing (R1 runs in every D step, as in StyleGAN; '
+           'the progressive step has no lazy R1)')
   _require(p.start_resolution >= 4 and 2 ** int(round(math.log2(p.start_resolution)))
            == p.start_resolution, 'progressive.start_resolution', p.start_resolution,
            'a power of two >= 4')

@@ -1,24 +1,37 @@
 """The pure train step of progressive growing (ProGAN, and StyleGAN trained as in its paper).
 
-One call processes one minibatch at one stage of the growing schedule (`gan_jax.progressive`):
+One call processes one minibatch at one stage of the growing schedule (`gan_jax.schedule`; a
+fixed-resolution run is its one stage). The phases (gan_jax/progressive_phases.py), in the order
+of the official ProGAN and StyleGAN training loops:
 
-  D: reals brought to the stage resolution and blended during the fade-in
-     (`layers.real_images_at`), fakes of the current G, then one Adam step on
-       'wgan_gp'        D(G(z)) - D(x) + lambda * GP + drift * D(x)^2          (ProGAN)
-       'nonsaturating'  softplus(D(G(z))) + softplus(-D(x)) + gamma / 2 * R1   (StyleGAN)
-  G: fresh latents against the updated D, one Adam step on -D(G(z)) ('wgan_gp') or
-     softplus(-D(G(z))) ('nonsaturating'); StyleGAN's G also tracks w_avg and mixes styles.
-  EMA of G: half-life config.train.ema_kimg, in images, so it does not depend on the batch.
+  D main: reals brought to the stage resolution and blended during the fade-in
+          (`layers.real_images_at`) against fakes of the current G, one Adam step on
+            'wgan_gp'        D(G(z)) - D(x) + lambda * GP + drift * D(x)^2          (ProGAN)
+            'nonsaturating'  softplus(D(G(z))) + softplus(-D(x)) + gamma / 2 * R1   (StyleGAN)
+          R1 / GP run in every D step (r1_interval 1: D's optimizer is plain Adam).
+  G main: fresh latents against the updated D, -D(G(z)) or softplus(-D(G(z))); StyleGAN's G
+          tracks w_avg and mixes styles among the ws the stage reads.
+  G pl:   StyleGAN only (w space), every pl_interval steps (the static variant `(do_pl,)`):
+          StyleGAN2's path length at the stage, as its own lazy G update (weight
+          pl_weight * pl_interval, G's Adam lazy: `optim.make_optimizers`); with interval 1 it
+          joins G main's update. pl_mean (the state's) carries over from stage to stage.
+  EMA:    G_ema with half-life config.train.ema_kimg in images, so it does not depend on the batch.
 
-D goes first, then G, as in the official ProGAN and StyleGAN training loops (one D step per
-minibatch). The regularisers run in every step (StyleGAN's schedule, no lazy regularisation), so
-the optimizers are plain Adam.
+With config.augment.pipe, D sees augmented images with probability state.ada_p, which ADA moves
+from the sign of D's scores on the reals (`augment.ada_update`), as in gan_jax/train_step.py.
+For WGAN-GP that sign is the critic's, whose scores the drift term keeps near 0, so the heuristic
+reads the same way (reals scored above 0 more often than the target: augment more); NVIDIA tuned
+its target 0.6 for the logistic loss only, and nobody has tuned one for ProGAN.
 
-`stage` (the resolution) is static: one compiled executable per stage, whose batch size is fixed
-by the schedule too. `alpha` (the fade-in, float32) and `nimg` (images shown before this step,
-int32, for the EMA ramp-up) are traced inputs, so nothing recompiles while they move. With the
-conditional models, the fakes of the D step carry the reals' labels (as ProGAN's code does, which
-keeps the gradient penalty's interpolates labelled); the G step draws labels from the batch.
+Random draws (`StepDraws`, `draw`) come from one key per named phase
+(`step_common.phase_key(step_key, 'd_main' | 'd_gp' | 'g_main' | 'g_pl' | 'augment')`), so one
+phase's draws do not move with whether path length is due; tests feed their own draws. With the
+conditional models, the fakes of D main carry the reals' labels (as ProGAN's code does, which keeps
+the gradient penalty's interpolates labelled); G's passes draw labels from the batch.
+
+`stage` and `do_pl` are static: one compiled executable per (stage, do_pl), whose batch size the
+schedule fixes. `alpha` (the fade-in, float32) and `nimg` (images shown before this step, int32,
+for the EMA ramp-up) are traced inputs, so nothing recompiles while they move.
 """
 
 from typing import Callable, NamedTuple, Optional
@@ -27,20 +40,24 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gan_jax import augment as augment_lib
 from gan_jax import images as images_lib
-from gan_jax import losses
 from gan_jax import models
 from gan_jax import optim
+from gan_jax import progressive_phases
 from gan_jax import step_common
 from gan_jax.models import layers
-from gan_jax.models import stylegan
 from gan_jax.state import GANState
 
 LOSSES = ('nonsaturating', 'wgan_gp')
+VARIANT_NAMES = {(False,): 'plain', (True,): 'pl'}
+GDraws, StepDraws, Phases = (progressive_phases.GDraws, progressive_phases.StepDraws,
+                             progressive_phases.Phases)
+ws_in_use = progressive_phases.ws_in_use
 
 
 class ProgressiveStepConfig(NamedTuple):
-  """The static numbers the step needs (from config.train and the data)."""
+  """The static numbers the step needs (from config.train, config.augment and the data)."""
   c_dim: int
   loss: str = 'wgan_gp'
   r1_gamma: float = 10.0
@@ -50,17 +67,39 @@ class ProgressiveStepConfig(NamedTuple):
   style_mixing_prob: float = 0.9
   ema_kimg: float = 10.0
   ema_rampup: float = 0.0
+  pl_weight: float = 0.0  # 0: no path length
+  pl_interval: int = 4
+  pl_decay: float = 0.01
+  pl_batch_shrink: int = 2
+  augment: Optional[augment_lib.AugmentConfig] = None  # None: D sees the images as they are
+  ada_target: Optional[float] = None  # None: ada_p stays fixed
+  ada_interval: int = 4
+  ada_kimg: float = 500.0
 
   @classmethod
-  def from_config(cls, train_config, c_dim: int) -> 'ProgressiveStepConfig':
-    t = train_config
+  def from_config(cls, train_config, c_dim: int, augment_config=None) -> 'ProgressiveStepConfig':
+    t, aug = train_config, {}
+    if augment_config is not None and augment_config.pipe != 'none':
+      a = augment_config
+      aug = dict(augment=augment_lib.preset(a.pipe), ada_target=a.target,
+                 ada_interval=a.interval, ada_kimg=a.ada_kimg)
     return cls(c_dim, t.loss, t.r1_gamma, t.wgan_lambda, t.wgan_target, t.wgan_drift,
-               t.style_mixing_prob, t.ema_kimg, t.ema_rampup)
+               t.style_mixing_prob, t.ema_kimg, t.ema_rampup, t.pl_weight, t.pl_interval,
+               t.pl_decay, t.pl_batch_shrink, **aug)
+
+  def reachable(self) -> tuple[tuple[bool], ...]:
+    """The variants a run meets, heaviest (step 0's, path length due) first."""
+    return tuple(v for v in ((True,), (False,))
+                 if v in {self.variant(s) for s in range(max(self.pl_interval, 1))})
+
+  def variant(self, step: int) -> tuple[bool]:
+    """(do_pl,) for a host-side step counter."""
+    return (self.pl_interval > 0 and self.pl_weight > 0 and step % self.pl_interval == 0,)
 
 
 def make_optimizers(train_config):
-  """(G Adam, D Adam) from config.train (`optim.make_optimizers` with D not lazy: its penalty
-  runs in every D step)."""
+  """(G Adam, D Adam) from config.train (`optim.make_optimizers`: G lazy for path length, D not
+  lazy: its penalty runs in every D step)."""
   return optim.make_optimizers(train_config, lazy_d=False)
 
 
@@ -69,130 +108,121 @@ def ema_beta(batch_size: int, nimg: jax.Array, cfg: ProgressiveStepConfig) -> ja
   return step_common.ema_beta(batch_size, nimg, cfg.ema_kimg, cfg.ema_rampup)
 
 
-def ws_in_use(stage: int) -> int:
-  """StyleGAN ws read up to the blocks of `stage`: two per resolution 4..stage."""
-  return 2 * layers.log2_resolution(stage) - 2
+def draw(key: jax.Array, G, cfg: ProgressiveStepConfig, labels: jax.Array, stage: int,
+         do_pl: bool, shard: Callable[[jax.Array], jax.Array] = lambda x: x) -> StepDraws:
+  """The step's random inputs from its key (step_common.step_key), one key per named phase.
+
+  Style mixing (StyleGAN) with probability style_mixing_prob, the crossover uniform among the
+  layers the stage reads (the official code's cur_layers), so a mixed minibatch always mixes
+  something visible.
+  """
+  n, is_style = labels.shape[0], models.family_of(G).w_space
+  c_real = step_common.real_labels(labels, cfg.c_dim)
+
+  def g_draws(phase_key, num, c=None):
+    k_z, k_c, k_mix, k_noise = jax.random.split(phase_key, 4)
+    z = shard(jax.random.normal(k_z, (num, G.z_dim)))
+    c = step_common.fake_labels(k_c, labels, cfg.c_dim)[:num] if c is None else c
+    cutoff = mix_z = None
+    if is_style and cfg.style_mixing_prob > 0:
+      k_cut, k_prob, k_mz = jax.random.split(k_mix, 3)
+      cutoff = jax.random.randint(k_cut, (), 1, ws_in_use(stage))
+      cutoff = jnp.where(jax.random.uniform(k_prob, ()) < cfg.style_mixing_prob, cutoff,
+                         G.num_ws)
+      mix_z = shard(jax.random.normal(k_mz, z.shape, z.dtype))
+    return GDraws(z, c, cutoff, mix_z, k_noise)
+
+  d_main = g_draws(step_common.phase_key(key, 'd_main'), n, c_real)
+  g_main = g_draws(step_common.phase_key(key, 'g_main'), n)
+  g_pl = pl_noise = None
+  if do_pl:
+    k_g, k_dir = jax.random.split(step_common.phase_key(key, 'g_pl'))
+    g_pl = g_draws(k_g, max(n // cfg.pl_batch_shrink, 1))
+    pl_noise = jax.random.normal(k_dir, (g_pl.z.shape[0], stage, stage, G.img_channels))
+  aug = jax.random.split(step_common.phase_key(key, 'augment'), 3)
+  return StepDraws(d_main, step_common.phase_key(key, 'd_gp'), g_main, g_pl, pl_noise, aug)
 
 
 def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
                           d_tx: optax.GradientTransformation, cfg: ProgressiveStepConfig,
                           batch_sharding: Optional[jax.sharding.Sharding] = None
                           ) -> Callable[..., tuple[GANState, dict]]:
-  """Returns `step(state, batch, alpha, nimg, stage) -> (state, metrics)`; jit it with `stage`
-  static (`jit_progressive_step`). `batch` is {'image': (N, stage, stage, C) in [-1, 1] (the
-  reals box-filtered to the stage resolution), 'label': (N,) int32}."""
+  """Returns `step(state, batch, alpha, nimg, stage, do_pl, draws=None) -> (state, metrics)`;
+  jit it with `stage` and `do_pl` static (`jit_progressive_step`). `batch` is {'image':
+  (N, stage, stage, C) in [-1, 1] (the reals box-filtered to the stage resolution), 'label': (N,)
+  int32}; `draws` (a StepDraws) replaces the draws of fold_in(state.rng, state.step)."""
   if cfg.loss not in LOSSES:
     raise ValueError(f'loss must be one of {LOSSES}, got {cfg.loss!r}')
-  is_style = models.family_of(G).w_space
+  if cfg.pl_weight > 0 and not models.family_of(G).w_space:
+    raise ValueError(f'path length (pl_weight={cfg.pl_weight}) needs a generator with a w space; '
+                     f'{models.family_of(G).title} has none')
+  shard = step_common.batch_constraint(batch_sharding)
+  phases = Phases(G, D, cfg, shard)
 
-  def shard(x):
-    if batch_sharding is not None and x.shape[0] % batch_sharding.mesh.size == 0:
-      return jax.lax.with_sharding_constraint(x, batch_sharding)
-    return x
-
-  def generate(g_params, g_buffers, z, c, key, stage, alpha, update_w_avg):
-    """(images at the stage resolution, G buffers after the mapping)."""
-    if not is_style:
-      return G.apply({'params': g_params}, z, c, stage=stage, alpha=alpha), g_buffers
-    variables = {'params': g_params, 'buffers': g_buffers}
-    k_cut, k_prob, k_z, k_noise = jax.random.split(key, 4)
-    ws, mutated = G.apply(variables, z, c, update_w_avg=update_w_avg, method='map',
-                          mutable=['buffers'])
-    used = ws_in_use(stage)
-    if cfg.style_mixing_prob > 0 and used > 1:
-      # The crossover falls among the layers the current stage uses (the official code's
-      # cur_layers), so a mixed minibatch always mixes something visible.
-      cutoff = jax.random.randint(k_cut, (), 1, used)
-      cutoff = jnp.where(jax.random.uniform(k_prob, ()) < cfg.style_mixing_prob, cutoff,
-                         ws.shape[1])
-      ws2 = G.apply(variables, shard(jax.random.normal(k_z, z.shape, z.dtype)), c, method='map')
-      ws = stylegan.mix_styles(ws, ws2, cutoff)
-    buffers = mutated['buffers']
-    images = G.apply({'params': g_params, 'buffers': buffers}, ws, method='synthesize',
-                     stage=stage, alpha=alpha, rngs={'noise': k_noise})
-    return images, buffers
-
-  def step(state: GANState, batch: dict, alpha: jax.Array, nimg: jax.Array, stage: int):
+  def step(state: GANState, batch: dict, alpha: jax.Array, nimg: jax.Array, stage: int,
+           do_pl: bool = False, draws: Optional[StepDraws] = None):
     alpha = jnp.asarray(alpha, jnp.float32)
     n = batch['image'].shape[0]
     if batch['image'].shape[1:3] != (stage, stage):
       raise ValueError(f'the batch holds {batch["image"].shape[1:3]} images; stage {stage} needs '
                        f'them box-filtered to {stage}x{stage} first')
-    keys = iter(jax.random.split(jax.random.fold_in(state.rng, state.step), 8))
-    labels = batch['label']
-    c_real = (jax.nn.one_hot(labels, cfg.c_dim, dtype=jnp.float32) if cfg.c_dim
-              else jnp.zeros((n, 0), jnp.float32))
+    if draws is None:
+      draws = draw(step_common.step_key(state.rng, state.step), G, cfg, batch['label'], stage,
+                   do_pl, shard)
     reals = layers.real_images_at(batch['image'], stage, alpha)
 
-    def d_scores(d_params, images, c):
-      return D.apply({'params': d_params}, images, c, stage=stage, alpha=alpha)
-
-    metrics = {}
-    # --- D: reals against fakes of the current G (labelled like the reals).
-    z = shard(jax.random.normal(next(keys), (n, G.z_dim)))
-    fakes, _ = generate(state.g_params, state.g_buffers, z, c_real, next(keys), stage, alpha,
-                        False)
-    fakes = jax.lax.stop_gradient(fakes)
-    k_gp = next(keys)
-
-    def d_loss_fn(d_params):
-      real_s, fake_s = d_scores(d_params, reals, c_real), d_scores(d_params, fakes, c_real)
-      critic = lambda x: d_scores(d_params, x, c_real)
-      if cfg.loss == 'wgan_gp':
-        penalty = losses.gradient_penalty(critic, reals, fakes, k_gp, cfg.wgan_target)
-        loss = losses.d_wgan_gp(real_s, fake_s, penalty, cfg.wgan_lambda, cfg.wgan_drift)
+    # --- D main: reals against fakes of the current G, with R1 or GP + drift.
+    fakes = phases.d_fakes(state.g_params, state.g_buffers, draws, stage, alpha)
+    (_, (metrics, real_s)), grads = jax.value_and_grad(phases.d_loss, has_aux=True)(
+        state.d_params, fakes, draws, reals, state.ada_p, stage, alpha)
+    d_params, d_opt = step_common.apply_update(d_tx, grads, state.d_opt, state.d_params)
+    ada_p, ada_stats = state.ada_p, state.ada_stats
+    if cfg.augment is not None:
+      if cfg.ada_target is not None:
+        ada_p, ada_stats, r_t = augment_lib.ada_update(
+            state.ada_p, state.ada_stats, real_s, state.step, cfg.ada_target, cfg.ada_interval,
+            cfg.ada_kimg, n)
       else:
-        penalty = (losses.r1_penalty(critic, reals) if cfg.r1_gamma > 0
-                   else jnp.zeros((n,), jnp.float32))
-        loss = losses.d_logistic(real_s, fake_s) + cfg.r1_gamma / 2 * jnp.mean(penalty)
-      return loss, (real_s, fake_s, penalty)
+        r_t = jnp.mean(jnp.sign(real_s))
+      metrics['aug/p'], metrics['aug/rt'] = ada_p, r_t
 
-    (d_loss, (real_s, fake_s, penalty)), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(
-        state.d_params)
-    updates, d_opt = d_tx.update(grads, state.d_opt, state.d_params)
-    d_params = optax.apply_updates(state.d_params, updates)
-    metrics['loss/D'] = d_loss
-    metrics['scores/real'] = jnp.mean(real_s)
-    metrics['scores/fake'] = jnp.mean(fake_s)
-    metrics['loss/D_gp_penalty' if cfg.loss == 'wgan_gp' else 'loss/D_r1_penalty'] = (
-        jnp.mean(penalty))
+    # --- G main against the updated D, then path length: lazily its own update, or with
+    # interval 1 in the same one.
+    fuse_pl = do_pl and cfg.pl_interval == 1
+    g_grad = jax.value_and_grad(phases.g_loss, has_aux=True)
+    (_, (g_buffers, g_metrics, pl_mean)), grads = g_grad(
+        state.g_params, state.g_buffers, d_params, draws, state.pl_mean, state.ada_p, stage,
+        alpha, main=True, pl=fuse_pl)
+    g_params, g_opt = step_common.apply_update(g_tx, grads, state.g_opt, state.g_params)
+    metrics.update(g_metrics)
+    if do_pl and not fuse_pl:
+      (_, (g_buffers, g_metrics, pl_mean)), grads = g_grad(
+          g_params, g_buffers, d_params, draws, state.pl_mean, state.ada_p, stage, alpha,
+          main=False, pl=True)
+      g_params, g_opt = step_common.apply_update(g_tx, grads, g_opt, g_params)
+      metrics.update(g_metrics)
 
-    # --- G: fresh latents against the updated D; StyleGAN's w_avg follows this pass.
-    z = shard(jax.random.normal(next(keys), (n, G.z_dim)))
-    c = step_common.fake_labels(next(keys), labels, cfg.c_dim)
-    k_g = next(keys)
-
-    def g_loss_fn(g_params):
-      images, buffers = generate(g_params, state.g_buffers, z, c, k_g, stage, alpha, True)
-      scores = d_scores(d_params, images, c)
-      loss = (losses.g_wasserstein(scores) if cfg.loss == 'wgan_gp'
-              else losses.g_nonsaturating(scores))
-      return loss, buffers
-
-    (g_loss, g_buffers), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g_params)
-    updates, g_opt = g_tx.update(grads, state.g_opt, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    metrics['loss/G'] = g_loss
-
+    # --- EMA of G: weights decay toward G, buffers (w_avg, noise_const) are copied.
     beta = ema_beta(n, nimg, cfg)
-    ema_params = jax.tree_util.tree_map(lambda e, p: p + (e - p) * beta, state.ema_params,
-                                        g_params)
+    ema_params = step_common.ema_update(state.ema_params, g_params, beta)
     metrics['ema_beta'] = beta
     metrics['progress/alpha'] = alpha
-    watched = [g_loss, d_loss, penalty, g_params, d_params]
-    metrics['nonfinite'] = 1 - jnp.all(jnp.array(
-        [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(watched)])).astype(jnp.int32)
+    watched = [metrics['loss/G'], metrics['loss/D'], g_params, d_params] + [
+        metrics[k] for k in metrics if 'penalty' in k]
+    metrics['nonfinite'] = step_common.nonfinite(watched)
     new_state = state.replace(step=state.step + 1, g_params=g_params, g_buffers=g_buffers,
                               d_params=d_params, ema_params=ema_params, ema_buffers=g_buffers,
-                              g_opt=g_opt, d_opt=d_opt)
+                              g_opt=g_opt, d_opt=d_opt, pl_mean=pl_mean, ada_p=ada_p,
+                              ada_stats=ada_stats)
     return new_state, metrics
 
   return step
 
 
 def jit_progressive_step(step, state_sharding, batch_sharding, replicated):
-  """jit with shardings and the state donated; `stage` (the 5th argument) is static."""
-  return jax.jit(step, static_argnums=(4,), donate_argnums=(0,),
+  """jit with shardings and the state donated; `stage` and `do_pl` (the 5th and 6th arguments)
+  are static."""
+  return jax.jit(step, static_argnums=(4, 5), donate_argnums=(0,),
                  in_shardings=(state_sharding, batch_sharding, replicated, replicated),
                  out_shardings=(state_sharding, replicated))
 
@@ -203,17 +233,17 @@ reset_optimizers = step_common.reset_optimizers
 def make_step(G, D, config, c_dim: int,
               batch_sharding: Optional[jax.sharding.Sharding] = None) -> step_common.Step:
   """This step in the loop's interface (registry keys 'nonsaturating' and 'wgan_gp'): any stage
-  of a growing G and D (a fixed-resolution run is the one stage at the model's resolution)."""
-  cfg = ProgressiveStepConfig.from_config(config.train, c_dim)
+  of a growing G and D (a fixed-resolution run is the one stage at the model's resolution); the
+  variant is (do_pl,) of `ProgressiveStepConfig.variant`."""
+  cfg = ProgressiveStepConfig.from_config(config.train, c_dim, config.augment)
   g_tx, d_tx = make_optimizers(config.train)
   step = make_progressive_step(G, D, g_tx, d_tx, cfg, batch_sharding)
 
   def fn(state, batch, alpha, nimg, resolution, variant):
-    del variant  # one variant: the penalties run in every step
-    return step(state, batch, alpha, nimg, resolution)
+    return step(state, batch, alpha, nimg, resolution, *variant)
 
-  return step_common.Step(cfg.loss, g_tx, d_tx, fn, lambda step_index: (),
-                          lambda variant: 'plain', ((),))
+  return step_common.Step(cfg.loss, g_tx, d_tx, fn, cfg.variant, VARIANT_NAMES.__getitem__,
+                          cfg.reachable())
 
 
 box_downsample = images_lib.box_downsample

@@ -25,7 +25,7 @@ KNOWN_CYCLES: set[frozenset] = set()
 # only the entry points import the loop.
 ENTRY_POINTS = {'gan_jax.main', 'gan_jax.aot'}
 STEP_MODULES = {'gan_jax.steps', 'gan_jax.train_step', 'gan_jax.progressive_step',
-                'gan_jax.step_common'}
+                'gan_jax.progressive_phases', 'gan_jax.step_common'}
 
 
 def _module_name(path: Path) -> str:
