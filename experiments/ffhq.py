@@ -29,12 +29,12 @@ def get_config(variant: str = ''):
   # 128..1024 blocks; at 256 the 32..256 ones.
   config.model.num_bf16_res = 4
   config.model.bf16_backends = 'gpu,tpu'
-  config.train.batch_size = 32
-  config.train.kimg = 25000.0
-  config.train.g_lr = config.train.d_lr = 0.002
-  config.train.r1_gamma = 10.0
-  config.train.ema_kimg = 10.0
-  config.train.style_mixing_prob = 0.9
+  config.schedule.batch_size = 32
+  config.schedule.kimg = 25000.0
+  config.optim.g_lr = config.optim.d_lr = 0.002
+  config.loss.r1_gamma = 10.0
+  config.ema.kimg = 10.0
+  config.loss.style_mixing_prob = 0.9
   config.checkpoint.every_steps = 2000
   config.log.every_steps = 125  # 4 kimg ticks, as NVIDIA's
   config.log.image_every_steps = 1250
@@ -45,24 +45,15 @@ def get_config(variant: str = ''):
     config.data.name = 'ffhq/256'
     config.model.channel_base = 16384
     config.model.mbstd_group_size = 8
-    config.train.batch_size = 64
-    config.train.g_lr = config.train.d_lr = 0.0025
-    config.train.r1_gamma = 1.0
-    config.train.ema_kimg = 20.0
+    config.schedule.batch_size = 64
+    config.optim.g_lr = config.optim.d_lr = 0.0025
+    config.loss.r1_gamma = 1.0
+    config.ema.kimg = 20.0
     config.log.every_steps = 63
   elif variant == 'tiny':
-    config.data.name = 'fashion_mnist_local'
-    config.model.z_dim = config.model.w_dim = 32
-    config.model.channel_base = 256
-    config.model.channel_max = 16
-    config.train.batch_size = 8
-    config.train.kimg = 0.08  # 10 steps
-    config.train.r1_interval = 4
-    config.train.pl_interval = 2
-    config.checkpoint.every_steps = 5
-    config.log.every_steps = 5
-    config.log.image_every_steps = 5
-    config.log.grid_rows, config.log.grid_cols = 2, 4
+    config_base.apply_tiny(config)  # 10 steps of the tiny network on Fashion-MNIST
+    config.loss.r1_interval = 4
+    config.loss.pl_interval = 2
   elif variant:
     raise ValueError(f'Unknown variant {variant!r} of ffhq.py (known: 256, tiny).')
   return config

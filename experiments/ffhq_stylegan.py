@@ -5,7 +5,8 @@ paper (its official config for 8 GPUs).
   python -m gan_jax.main --config experiments/ffhq_stylegan.py:fmnist --workdir runs/sg_fmnist
   python -m gan_jax.main --config experiments/ffhq_stylegan.py:tiny --workdir /tmp/sg_tiny
   python -m gan_jax.main --config experiments/ffhq_stylegan.py --workdir DIR \
-      --config.progressive.enabled=False      # the same network at a fixed 1024x1024
+      --config.schedule.growing.grow=False --config.loss.name=stylegan2   # fixed 1024x1024,
+                                          # StyleGAN2's step (lazy R1, no path length)
 
 Growing from 8x8 (the official lod_initial_resolution), 600 kimg fade-in and 600 kimg at alpha 1
 per resolution; global minibatch 256 at 8x8, 128 at 16, 64 at 32, 32 from 64 on (the official
@@ -34,23 +35,22 @@ def get_config(variant: str = ''):
   config.model.channel_max = 512
   config.model.conv_clamp = 0
   config.model.mbstd_group_size = 4
-  config.progressive.enabled = True
-  config.progressive.start_resolution = 8
-  config.progressive.fade_kimg = 600.0
-  config.progressive.stabilize_kimg = 600.0
-  config.progressive.batch_sizes = '8:256,16:128,32:64'
-  config.progressive.default_batch_size = 32
-  config.progressive.reset_optimizer = True
-  config.train.batch_size = 32  # not used by the progressive loop (progressive.*batch*)
-  config.train.kimg = 25000.0
-  config.train.loss = 'nonsaturating'
-  config.train.r1_gamma = 10.0
-  config.train.r1_interval = 1  # R1 in every D step (no lazy regularisation in StyleGAN)
-  config.train.pl_weight = 0.0
-  config.train.style_mixing_prob = 0.9
-  config.train.g_lr = config.train.d_lr = 0.001
-  config.train.adam_b1, config.train.adam_b2, config.train.adam_eps = 0.0, 0.99, 1e-8
-  config.train.ema_kimg = 10.0
+  config.schedule.growing.grow = True
+  config.schedule.growing.start_resolution = 8
+  config.schedule.growing.fade_kimg = 600.0
+  config.schedule.growing.stabilize_kimg = 600.0
+  config.schedule.growing.batch_sizes = '8:256,16:128,32:64'
+  config.schedule.growing.reset_optimizer = True
+  config.schedule.batch_size = 32  # from 64x64 on (growing.batch_sizes: the smaller ones)
+  config.schedule.kimg = 25000.0
+  config.loss.name = 'nonsaturating'
+  config.loss.r1_gamma = 10.0
+  config.loss.r1_interval = 1  # R1 in every D step (no lazy regularisation in StyleGAN)
+  config.loss.pl_weight = 0.0
+  config.loss.style_mixing_prob = 0.9
+  config.optim.g_lr = config.optim.d_lr = 0.001
+  config.optim.adam_b1, config.optim.adam_b2, config.optim.adam_eps = 0.0, 0.99, 1e-8
+  config.ema.kimg = 10.0
   config.checkpoint.every_steps = 2000
   config.log.every_steps = 125
   config.log.image_every_steps = 1250
@@ -73,13 +73,13 @@ def apply_fmnist(config):
   config.model.mapping_layers = 4
   config.model.channel_base = 512  # 32 channels at 8..16, 16 at 32
   config.model.channel_max = 32
-  config.progressive.fade_kimg = 4.0
-  config.progressive.stabilize_kimg = 4.0
-  config.progressive.batch_sizes = ''
-  config.progressive.default_batch_size = 16
-  config.train.kimg = 24.0
-  config.train.r1_gamma = 1.0  # small images: a small gamma (NVIDIA's CIFAR runs use 0.01-1)
-  config.train.ema_kimg = 1.0
+  config.schedule.growing.fade_kimg = 4.0
+  config.schedule.growing.stabilize_kimg = 4.0
+  config.schedule.growing.batch_sizes = ''
+  config.schedule.batch_size = 16
+  config.schedule.kimg = 24.0
+  config.loss.r1_gamma = 1.0  # small images: a small gamma (NVIDIA's CIFAR runs use 0.01-1)
+  config.ema.kimg = 1.0
   config.checkpoint.every_steps = 500
   config.log.every_steps = 50
   config.log.image_every_steps = 250
@@ -90,16 +90,9 @@ def apply_fmnist(config):
 def apply_tiny(config):
   """Minutes on a CPU: a tiny network through the three stages of 8 -> 32 (12 steps)."""
   apply_fmnist(config)
-  config.model.z_dim = config.model.w_dim = 16
+  config_base.apply_tiny(config, kimg=0.096, every_steps=6)  # 12 steps, the last 4 at 32x32
   config.model.mapping_layers = 2
-  config.model.channel_base = 128
-  config.model.channel_max = 8
-  config.progressive.fade_kimg = 0.016
-  config.progressive.stabilize_kimg = 0.016
-  config.progressive.default_batch_size = 8
-  config.train.kimg = 0.096  # 12 steps, the last 4 at 32x32
-  config.checkpoint.every_steps = 6
+  config.schedule.growing.fade_kimg = 0.016
+  config.schedule.growing.stabilize_kimg = 0.016
   config.log.every_steps = 4
-  config.log.image_every_steps = 6
-  config.log.grid_rows, config.log.grid_cols = 2, 4
   return config

@@ -22,32 +22,25 @@ def get_config(variant: str = ''):
   config.model.mapping_layers = 2
   config.model.channel_base = 1024
   config.model.channel_max = 32
-  config.train.batch_size = 16
+  config.schedule.batch_size = 16
   # D starts to overfit (r_t > 0.6) after ~40 kimg at gamma 0.01: the run that shows ADA's point.
-  config.train.kimg = 50.0
-  config.train.g_lr = config.train.d_lr = 0.0025
+  config.schedule.kimg = 50.0
+  config.optim.g_lr = config.optim.d_lr = 0.0025
   # NVIDIA's CIFAR-10 gamma: a light R1 leaves D free to memorise the 100 faces, the overfitting
   # ADA is for (with gamma 1, r_t stayed at 0.1-0.3 over 20 kimg: no overfitting to show).
-  config.train.r1_gamma = 0.01
-  config.train.pl_weight = 0.0
-  config.train.ema_kimg = 1.0  # short run: a short EMA half-life
-  config.train.ema_rampup = 0.05
-  config.train.style_mixing_prob = 0.0
+  config.loss.r1_gamma = 0.01
+  config.loss.pl_weight = 0.0
+  config.ema.kimg = 1.0  # short run: a short EMA half-life
+  config.ema.rampup = 0.05
+  config.loss.style_mixing_prob = 0.0
   config.checkpoint.every_steps = 250
   config.log.every_steps = 25
   config.log.image_every_steps = 250
   if variant == 'tiny':
-    # Seconds on a CPU: a tiny network, 10 steps; same code path.
-    config.model.z_dim = config.model.w_dim = 16
-    config.model.channel_base = 128
-    config.model.channel_max = 8
-    config.train.batch_size = 8
-    config.train.kimg = 0.08
-    config.train.r1_interval = 4
-    config.checkpoint.every_steps = 5
-    config.log.every_steps = 5
-    config.log.image_every_steps = 5
-    config.log.grid_rows, config.log.grid_cols = 2, 4
+    # Seconds on a CPU: the shared tiny network, 10 steps on the faces; same code path.
+    config_base.apply_tiny(config)
+    config.data.name = 'lfw_faces'
+    config.loss.r1_interval = 4
   elif variant:
     raise ValueError(f'Unknown variant {variant!r} of lfw_faces.py (known: tiny).')
   return config

@@ -13,7 +13,7 @@ one step, then whether it fits the chip's HBM. The dataset need not exist: its i
 from the TFDS builder's declared features (or --resolution/--channels/--num_classes). The models are
 built for the 'tpu' backend, so model.num_bf16_res applies when model.bf16_backends names it.
 
-A growing config (config.progressive.enabled) is compiled stage by stage, each resolution with
+A growing config (config.schedule.growing.grow) is compiled stage by stage, each resolution with
 the batch its schedule gives it, and the report ends with the largest per-chip memory of any
 stage.
 
@@ -45,6 +45,7 @@ from absl import logging  # pylint: disable=g-import-not-at-top,wrong-import-pos
 from ml_collections import config_flags  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from gan_jax import cli_errors  # pylint: disable=wrong-import-position
+from gan_jax import config_base  # pylint: disable=wrong-import-position
 from gan_jax import config_check  # pylint: disable=wrong-import-position
 from gan_jax import models  # pylint: disable=wrong-import-position
 from gan_jax import platforms  # pylint: disable=wrong-import-position
@@ -272,7 +273,7 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
   mesh = sharding.make_mesh(config.mesh, devices)
   config_check.validate(config, mesh.size)
   config_check.validate_resolution(info.resolution)
-  if config.get('progressive') is not None and config.progressive.enabled:
+  if config.schedule.growing.grow:
     config_check.validate_progressive_resolution(config, info.resolution)
   G, D, c_dim = train.build(config, info, backend='tpu')  # bf16 as on the TPU
   abstract, _, batch_shard, step_def, step_fn = train.sharded_step(config, mesh, G, D, c_dim)
@@ -311,7 +312,7 @@ def check(config, tpu_slice: Slice, info: pipeline.DataInfo, variants: str = 'he
 
 def _with_batch(config, per_chip: int, chips: int):
   config = copy.deepcopy(config)
-  config.train.batch_size = per_chip * chips
+  config.schedule.batch_size = per_chip * chips
   return config
 
 
@@ -363,9 +364,9 @@ def max_batch(config, tpu_slice: Slice, info: pipeline.DataInfo, limit: int,
   `search_batch` from the config's per-chip batch, one compile per attempt, each logged. Batches
   the config cannot take (minibatch-std groups that do not divide the global batch) are
   skipped."""
-  if config.get('progressive') is not None and config.progressive.enabled:
+  if config.schedule.growing.grow:
     raise ValueError('--max_batch searches the batch of a fixed-resolution config; a growing '
-                     'config names its batch per resolution (config.progressive.batch_sizes): '
+                     'config names its batch per resolution (config.schedule.growing.batch_sizes): '
                      'check it without --max_batch to see every stage')
   chips = tpu_slice.chips
   tried = {}
@@ -387,7 +388,7 @@ def max_batch(config, tpu_slice: Slice, info: pipeline.DataInfo, limit: int,
         f'{"fits" if r.fits else "does not fit"} ({need}; compiled in {time.time() - t0:.0f}s)')
     return r.fits
 
-  best = search_batch(fits, config.train.batch_size // chips, limit, valid)
+  best = search_batch(fits, config.schedule.batch_size // chips, limit, valid)
   return best, tried
 
 
@@ -411,18 +412,18 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
                         if r is next(q for q in reports if q.resolution == r.resolution))
     batch_text = f'growing, global batch per resolution {batches}'
   else:
-    n = config.train.batch_size
+    n = config.schedule.batch_size
     batch_text = f'global batch {n} ({n // tpu_slice.chips} per chip)'
   lines = [f'{config_name} on {tpu_slice.name}: {tpu_slice.chips} chips ({tpu_slice.topology}), '
            f'{hbm_gib:g} GiB HBM per chip; {info.resolution}x{info.resolution}x{info.channels} '
            f'images, {batch_text}; bfloat16 in the '
            f'{models.bf16_resolutions(config.model, "tpu")} highest resolutions, remat '
-           f'{config.train.get("remat", "none")}.']
+           f'{config.train.remat}.']
   for r in reports:
     stage = f'stage {r.resolution}x{r.resolution} (batch {r.batch}), ' if growing else ''
     lines.append(f'{stage}variant {_variant_text(r.name)}, compiler ran {r.compile_sec:.0f}s; '
                  'per chip:')
-    n = r.batch or config.train.batch_size
+    n = r.batch or config.schedule.batch_size
     if not r.error:
       lines += [f'  arguments      {_mib(r.argument)}', f'  outputs        {_mib(r.output)}',
                 f'  aliased        {_mib(r.alias)}  (donated state: in both of the above)',
@@ -441,10 +442,10 @@ def format_report(config_name: str, tpu_slice: Slice, info, config, hbm_gib: flo
       first = ' '.join(r.error.split())[:600]
       lines += [f'  -> DOES NOT FIT: the compiler ran out of the {hbm_gib:g} GiB per chip:',
                 f'     {first}']
-  weights = variant_weights(train_step.StepConfig.from_config(config.train, 0))
+  weights = variant_weights(train_step.StepConfig.from_config(config, 0))
   if (not growing and {r.name for r in reports} == set(weights)
       and all(not r.error for r in reports)):
-    n = config.train.batch_size
+    n = config.schedule.batch_size
     flops = sum(weights[r.name] * r.flops for r in reports)
     lines.append(f'mean over the variants\' steps: {flops:.4g} FLOPs/step per chip; at the '
                  f'{peak:g} TFLOP/s bf16 peak {sec_per_kimg_bound(flops, n, peak):.3g} sec/kimg '
@@ -490,6 +491,7 @@ def main(argv):
   # A TPU executable compiled without a TPU client cannot be read back from the persistent cache.
   jax.config.update('jax_enable_compilation_cache', False)
   config = cli_errors.config_flag('config')
+  config_base.migrate(config, config_flags.get_override_values(FLAGS['config']))
   try:
     tpu_slice = parse_slice(FLAGS.topology)
     info = data_info(config, FLAGS.resolution, FLAGS.channels, FLAGS.num_classes)

@@ -30,6 +30,7 @@ EXIT_USER_ERROR = 2
 # (module, class) of the user-error classes of the package and of absl.
 _USER_ERROR_CLASSES = (
     ('gan_jax.config_check', 'ConfigError'),
+    ('gan_jax.config_compat', 'RenamedKeyError'),
     ('gan_jax.data.errors', 'DatasetError'),
     ('gan_jax.checkpointing', 'CheckpointError'),
     ('gan_jax.workdir', 'WorkdirError'),

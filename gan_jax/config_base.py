@@ -7,6 +7,8 @@ shown to D), R1 strength as gamma.
 
 import ml_collections
 
+from gan_jax import config_compat
+
 
 def get_base_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -36,36 +38,76 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.mbstd_group_size = 4  # 0: the whole minibatch (the ProGAN paper's)
   config.model.mbstd_num_channels = 1
   config.model.conditional = False  # use the dataset's labels (class count comes from the dataset)
+  config.model.w_avg_beta = 0.995  # decay of G's tracked average w (truncation's centre)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'fashion_mnist_local'
   config.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
-  config.data.source_dir = '/usr/share/datasets/fashion-mnist'  # raw files for local builders
+  # Raw files of builders that read local files ('': the builder's own default; Fashion-MNIST:
+  # Debian's /usr/share/datasets/fashion-mnist; FFHQ and CelebA-HQ: TFDS's manual_dir).
+  config.data.source_dir = ''
   config.data.split = 'train'
   config.data.xflip = False
   config.data.prefetch = 2  # batches kept in flight ahead of the train step
   config.data.num_workers = 1  # threads that read and decode (decoding holds the GIL: 1 is enough)
   config.data.resize_filter = 'lanczos'  # FFHQ builds: 'lanczos' or 'box' (FID depends on it)
 
+  # The loss and its regularisers; `name` picks the train step (gan_jax/steps.py):
+  #   'stylegan2'      NVIDIA's StyleGAN2(-ADA): non-saturating logistic loss, lazy R1 and path
+  #                    length, style mixing, ADA; one fixed resolution.
+  #   'nonsaturating'  StyleGAN as in its paper: logistic loss with R1 in every D step
+  #                    (r1_interval 1); needs schedule.growing.grow.
+  #   'wgan_gp'        ProGAN: WGAN-GP of weight wgan_lambda and target wgan_target, plus
+  #                    wgan_drift * D(x)^2; needs schedule.growing.grow.
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'stylegan2'
+  config.loss.r1_gamma = 10.0
+  config.loss.r1_interval = 16  # lazy R1: every N steps (0: never)
+  config.loss.pl_weight = 2.0  # path-length regularisation weight (0: off)
+  config.loss.pl_interval = 4  # lazy path length: every N steps (0: never)
+  config.loss.pl_decay = 0.01  # EMA rate of the path-length target pl_mean
+  config.loss.pl_batch_shrink = 2  # the pl pass uses batch_size // pl_batch_shrink latents
+  config.loss.style_mixing_prob = 0.9
+  config.loss.wgan_lambda = 10.0
+  config.loss.wgan_target = 1.0
+  config.loss.wgan_drift = 0.001
+
+  # Adam of G and D (torch's Adam, as NVIDIA's; lazy regularisers adjust lr and betas, optim.py).
+  config.optim = ml_collections.ConfigDict()
+  config.optim.g_lr = 0.002
+  config.optim.d_lr = 0.002
+  config.optim.adam_b1 = 0.0
+  config.optim.adam_b2 = 0.99
+  config.optim.adam_eps = 1e-8
+
+  # G_ema, the weights sampled and evaluated.
+  config.ema = ml_collections.ConfigDict()
+  config.ema.kimg = 10.0  # half-life of the G_ema weights, in kimg
+  config.ema.rampup = 0.0  # >0: half-life at most this fraction of the images seen so far
+
+  # What the loop trains at each step (gan_jax/schedule.py): run length, batch, growth.
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.kimg = 25000.0  # run length in thousands of real images
+  config.schedule.max_steps = 0  # optional hard stop in steps (0: none)
+  # Global batch, split over all devices of all processes; with growing, the batch of every
+  # resolution that growing.batch_sizes does not list.
+  config.schedule.batch_size = 32
+  # Progressive growing (ProGAN / StyleGAN; gan_jax/progressive.py). Needed by model 'progan';
+  # 'stylegan' may train with it or at a fixed resolution.
+  config.schedule.growing = ml_collections.ConfigDict()
+  config.schedule.growing.grow = False
+  config.schedule.growing.start_resolution = 4  # first stage (the data's: no growing)
+  config.schedule.growing.fade_kimg = 600.0  # new blocks fade in (alpha 0 -> 1) over this many kimg
+  config.schedule.growing.stabilize_kimg = 600.0  # then train at alpha 1 for this many kimg
+  # Batch per resolution, 'RES:BATCH,...' (e.g. '256:14,512:6,1024:3', the paper's); the others
+  # use schedule.batch_size. Every batch must divide by the mesh's devices.
+  config.schedule.growing.batch_sizes = ''
+  # Reset both Adam states when a fade-in starts and when it ends (the official code's
+  # reset_opt_for_new_lod).
+  config.schedule.growing.reset_optimizer = True
+
+  # The mechanics of the train step.
   config.train = ml_collections.ConfigDict()
-  config.train.batch_size = 32  # global batch, split over all devices of all processes
-  config.train.kimg = 25000.0  # run length in thousands of real images
-  config.train.max_steps = 0  # optional hard stop in steps (0: none)
-  config.train.g_lr = 0.002
-  config.train.d_lr = 0.002
-  config.train.adam_b1 = 0.0
-  config.train.adam_b2 = 0.99
-  config.train.adam_eps = 1e-8
-  config.train.r1_gamma = 10.0
-  config.train.r1_interval = 16  # lazy R1: every N steps (0: never)
-  config.train.pl_weight = 2.0  # path-length regularisation weight (0: off)
-  config.train.pl_interval = 4  # lazy path length: every N steps (0: never)
-  config.train.pl_decay = 0.01  # EMA rate of the path-length target pl_mean
-  config.train.pl_batch_shrink = 2  # the pl pass uses batch_size // pl_batch_shrink latents
-  config.train.style_mixing_prob = 0.9
-  config.train.ema_kimg = 10.0  # half-life of the G_ema weights, in kimg
-  config.train.ema_rampup = 0.0  # >0: half-life at most this fraction of the images seen so far
-  config.train.w_avg_beta = 0.995  # decay of the tracked average w used for truncation
   # Rematerialisation inside R1 and path length, whose double backward keeps the activations of
   # D's / G's forward and backward pass: 'none', or a jax.checkpoint policy applied to every block
   # ('nothing_saveable': keep block inputs only, recompute the rest; 'dots_saveable': keep conv
@@ -75,30 +117,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # last checkpoint, draw new latents, go on; at most max_rollbacks times, then halt).
   config.train.nonfinite_action = 'halt'
   config.train.max_rollbacks = 3
-  # Loss of the progressive loop (gan_jax/train_progressive.py; the StyleGAN2 loop always uses
-  # 'nonsaturating'): 'nonsaturating' (logistic, + R1 of weight r1_gamma in every D step, as
-  # StyleGAN) or 'wgan_gp' (ProGAN: WGAN-GP of weight wgan_lambda and target wgan_target, plus
-  # wgan_drift * D(x)^2).
-  config.train.loss = 'nonsaturating'
-  config.train.wgan_lambda = 10.0
-  config.train.wgan_target = 1.0
-  config.train.wgan_drift = 0.001
-
-  # Progressive growing (ProGAN / StyleGAN; gan_jax/progressive.py, gan_jax/train_progressive.py).
-  # Needed by model 'progan'; 'stylegan' may train with it or at a fixed resolution.
-  config.progressive = ml_collections.ConfigDict()
-  config.progressive.enabled = False
-  config.progressive.start_resolution = 4  # = the data's resolution: fixed-resolution training
-  config.progressive.fade_kimg = 600.0  # new blocks fade in (alpha 0 -> 1) over this many kimg
-  config.progressive.stabilize_kimg = 600.0  # then train at alpha 1 for this many kimg
-  # Batch per resolution, 'RES:BATCH,...' (e.g. '256:14,512:6,1024:3', the paper's); the others
-  # use default_batch_size. Every batch must divide by the mesh's devices. train.batch_size is
-  # not used by the progressive loop.
-  config.progressive.batch_sizes = ''
-  config.progressive.default_batch_size = 16
-  # Reset both Adam states when a fade-in starts and when it ends (the official code's
-  # reset_opt_for_new_lod).
-  config.progressive.reset_optimizer = True
 
   # Adaptive discriminator augmentation (gan_jax/augment.py), NVIDIA's StyleGAN2-ADA defaults.
   config.augment = ml_collections.ConfigDict()
@@ -139,11 +157,37 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.evals.max_images = 0  # >0: cap every metric's image counts (smoke tests only)
   config.evals.inception_weights = ''  # '' : the cached `python -m gan_jax.metrics.fetch` file
   config.evals.cache_dir = ''  # real-image statistics cache ('': ~/.cache/gan_jax/stats)
+
+  # The keys that moved to the sections above, as None placeholders (gan_jax/config_compat.py).
+  config_compat.add_placeholders(config)
+  return config
+
+
+def apply_tiny(config: ml_collections.ConfigDict, z_dim: int = 16, kimg: float = 0.08,
+               every_steps: int = 5) -> ml_collections.ConfigDict:
+  """The :tiny variant every experiment shares: its code path in seconds to minutes on a CPU.
+
+  A tiny network (z and w `z_dim`, channel_base 128, channel_max 8), batch 8, `kimg` (0.08: 10
+  steps of 8), checkpoints, log lines and sample grids every `every_steps`, a 2x4 grid, the
+  embedded Fashion-MNIST (32x32). An experiment's variant adds only what differs (its growth
+  schedule, its lazy intervals).
+  """
+  config.data.name = 'fashion_mnist_local'
+  config.model.z_dim = config.model.w_dim = z_dim
+  config.model.channel_base = 128
+  config.model.channel_max = 8
+  config.schedule.batch_size = 8
+  config.schedule.kimg = kimg
+  config.checkpoint.every_steps = every_steps
+  config.log.every_steps = every_steps
+  config.log.image_every_steps = every_steps
+  config.log.grid_rows, config.log.grid_cols = 2, 4
   return config
 
 
 def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
-  """Loads 'experiments/FILE.py[:VARIANT]' as --config would, then applies {'a.b': value}."""
+  """Loads 'experiments/FILE.py[:VARIANT]' as --config would, then applies {'a.b': value} (as
+  --config.a.b=value would: deprecated keys are migrated, `config_compat.migrate`)."""
   from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
   config = config_flags.ConfigFileFlagParser(name='config', lock_config=False).parse(spec)
   for key, value in (overrides or {}).items():
@@ -152,4 +196,4 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     for p in parents:
       node = node[p]
     node[leaf] = value
-  return config
+  return config_compat.migrate(config, overrides or {})

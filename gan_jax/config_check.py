@@ -42,6 +42,9 @@ def _positive(config, key: str, integer: bool = False) -> None:
 # also be a finite number (NaN and inf are refused everywhere). A numeric knob added to config_base
 # needs a line here: tests/test_config_check.py fails otherwise.
 OPEN = 'open'
+# config.loss.name: the train steps of gan_jax.steps, and those that train growing networks.
+LOSSES = ('stylegan2', 'nonsaturating', 'wgan_gp')
+GROWING_LOSSES = ('nonsaturating', 'wgan_gp')
 NUMBERS = {
     'seed': (0, 2 ** 32 - 1, 'an integer seed in [0, 2**32)'),
     'model.z_dim': (1, None, 'a positive integer'),
@@ -53,34 +56,33 @@ NUMBERS = {
     'model.num_bf16_res': (0, None, '0 (all float32) or more'),
     'model.mbstd_group_size': (0, None, '0 (the whole minibatch) or a group size >= 1'),
     'model.mbstd_num_channels': (1, None, 'at least 1'),
+    'model.w_avg_beta': (0, 1, 'a number in [0, 1]'),
     'data.prefetch': (1, None, 'at least 1 batch'),
     'data.num_workers': (1, None, 'at least 1 thread'),
-    'train.batch_size': (1, None, 'a positive integer'),
-    'train.kimg': ((0, OPEN), None, 'a positive finite number of kimg'),
-    'train.max_steps': (0, None, '0 (no limit) or a step count'),
-    'train.g_lr': ((0, OPEN), None, 'a positive finite learning rate'),
-    'train.d_lr': ((0, OPEN), None, 'a positive finite learning rate'),
-    'train.adam_b1': (0, (1, OPEN), 'a number in [0, 1)'),
-    'train.adam_b2': (0, (1, OPEN), 'a number in [0, 1), below 1'),
-    'train.adam_eps': ((0, OPEN), None, 'a positive finite epsilon'),
-    'train.r1_gamma': (0, None, 'a finite number >= 0'),
-    'train.r1_interval': (0, None, '0 (off) or a step interval'),
-    'train.pl_weight': (0, None, 'a finite number >= 0'),
-    'train.pl_interval': (0, None, '0 (off) or a step interval'),
-    'train.pl_decay': (0, 1, 'a number in [0, 1]'),
-    'train.pl_batch_shrink': (1, None, 'a positive integer'),
-    'train.style_mixing_prob': (0, 1, 'a number in [0, 1]'),
-    'train.ema_kimg': ((0, OPEN), None, 'a positive finite half-life in kimg'),
-    'train.ema_rampup': (0, None, 'a finite number >= 0 (0: off)'),
-    'train.w_avg_beta': (0, 1, 'a number in [0, 1]'),
+    'schedule.batch_size': (1, None, 'a positive integer'),
+    'schedule.kimg': ((0, OPEN), None, 'a positive finite number of kimg'),
+    'schedule.max_steps': (0, None, '0 (no limit) or a step count'),
+    'schedule.growing.start_resolution': (4, None, 'a power of two >= 4'),
+    'schedule.growing.fade_kimg': (0, None, 'a finite number of kimg >= 0'),
+    'schedule.growing.stabilize_kimg': (0, None, 'a finite number of kimg >= 0'),
+    'loss.r1_gamma': (0, None, 'a finite number >= 0'),
+    'loss.r1_interval': (0, None, '0 (off) or a step interval'),
+    'loss.pl_weight': (0, None, 'a finite number >= 0'),
+    'loss.pl_interval': (0, None, '0 (off) or a step interval'),
+    'loss.pl_decay': (0, 1, 'a number in [0, 1]'),
+    'loss.pl_batch_shrink': (1, None, 'a positive integer'),
+    'loss.style_mixing_prob': (0, 1, 'a number in [0, 1]'),
+    'loss.wgan_lambda': (0, None, 'a finite number >= 0'),
+    'loss.wgan_target': ((0, OPEN), None, 'a positive finite number'),
+    'loss.wgan_drift': (0, None, 'a finite number >= 0'),
+    'optim.g_lr': ((0, OPEN), None, 'a positive finite learning rate'),
+    'optim.d_lr': ((0, OPEN), None, 'a positive finite learning rate'),
+    'optim.adam_b1': (0, (1, OPEN), 'a number in [0, 1)'),
+    'optim.adam_b2': (0, (1, OPEN), 'a number in [0, 1), below 1'),
+    'optim.adam_eps': ((0, OPEN), None, 'a positive finite epsilon'),
+    'ema.kimg': ((0, OPEN), None, 'a positive finite half-life in kimg'),
+    'ema.rampup': (0, None, 'a finite number >= 0 (0: off)'),
     'train.max_rollbacks': (0, None, 'a count >= 0'),
-    'train.wgan_lambda': (0, None, 'a finite number >= 0'),
-    'train.wgan_target': ((0, OPEN), None, 'a positive finite number'),
-    'train.wgan_drift': (0, None, 'a finite number >= 0'),
-    'progressive.start_resolution': (4, None, 'a power of two >= 4'),
-    'progressive.fade_kimg': (0, None, 'a finite number of kimg >= 0'),
-    'progressive.stabilize_kimg': (0, None, 'a finite number of kimg >= 0'),
-    'progressive.default_batch_size': (1, None, 'a positive integer'),
     'augment.p': (0, None, 'a finite probability multiplier >= 0'),
     'augment.target': (0, 1, 'None (fixed p) or a target for E[sign(D(real))] in [0, 1]'),
     'augment.ada_kimg': ((0, OPEN), None, 'a positive finite number of kimg'),
@@ -128,28 +130,29 @@ def _validate_numbers(config) -> None:
 
 def validate(config, num_devices: int) -> None:
   """Raises ConfigError for the first impossible value."""
-  t = config.train
+  sched, l, t = config.schedule, config.loss, config.train
   _validate_numbers(config)
-  _require(t.batch_size % num_devices == 0, 'train.batch_size', t.batch_size,
+  _require(sched.batch_size % num_devices == 0, 'schedule.batch_size', sched.batch_size,
            f'must be divisible by the {num_devices} devices of the mesh')
-  _require(t.pl_weight == 0 or t.pl_interval == 0 or t.pl_batch_shrink <= t.batch_size,
-           'train.pl_batch_shrink', t.pl_batch_shrink,
-           f'at most train.batch_size={t.batch_size} (the path-length pass needs one latent)')
+  _require(l.pl_weight == 0 or l.pl_interval == 0 or l.pl_batch_shrink <= sched.batch_size,
+           'loss.pl_batch_shrink', l.pl_batch_shrink,
+           f'at most schedule.batch_size={sched.batch_size} (the path-length pass needs one '
+           'latent)')
   _require(t.nonfinite_action in ('halt', 'rollback'), 'train.nonfinite_action',
            t.nonfinite_action, "'halt' or 'rollback'")
   _validate_augment(config)
-  backends = config.model.get('bf16_backends', 'cpu')
+  backends = config.model.bf16_backends
   _require({b.strip() for b in backends.split(',')} <= {'cpu', 'gpu', 'tpu'},
            'model.bf16_backends', backends, "comma-separated backends of 'cpu', 'gpu', 'tpu'")
-  remat, policies = t.get('remat', 'none'), sorted(stylegan2.REMAT_POLICIES)
+  remat, policies = t.remat, sorted(stylegan2.REMAT_POLICIES)
   _require(remat in policies and (remat == 'none' or config.model.name == 'stylegan2'),
            'train.remat', remat, f'one of {policies} (other than none: model stylegan2 only)')
   # D sees the global batch as one array (jit over the mesh), so groups divide the global batch.
   group = config.model.mbstd_group_size
-  _require(group == 0 or t.batch_size % min(group, t.batch_size) == 0,
+  _require(group == 0 or sched.batch_size % min(group, sched.batch_size) == 0,
            'model.mbstd_group_size', group,
-           f'0 (the whole minibatch) or >= 1 and dividing train.batch_size={t.batch_size}')
-  _validate_progressive(config, num_devices)
+           f'0 (the whole minibatch) or >= 1 and dividing schedule.batch_size={sched.batch_size}')
+  _validate_loss_and_growing(config, num_devices)
   evals = config.get('evals')
   if evals is not None:
     try:
@@ -163,50 +166,46 @@ def validate(config, num_devices: int) -> None:
              'space; it has none)')
 
 
-def _validate_progressive(config, num_devices: int) -> None:
-  """config.progressive and the knobs of the progressive step (gan_jax/progressive_step.py)."""
-  t, p = config.train, config.get('progressive')
-  enabled = p is not None and p.enabled
-  loss = t.get('loss', 'nonsaturating')
-  _require(loss in ('nonsaturating', 'wgan_gp'), 'train.loss', loss,
-           "'nonsaturating' or 'wgan_gp'")
-  if not enabled:
+def _validate_loss_and_growing(config, num_devices: int) -> None:
+  """config.loss.name against config.schedule.growing, and the growth schedule."""
+  l, p = config.loss, config.schedule.growing
+  _require(l.name in LOSSES, 'loss.name', l.name, f'one of {", ".join(LOSSES)}')
+  if not p.grow:
     _require(config.model.name != 'progan', 'model.name', config.model.name,
-             "'progan' trains only with config.progressive.enabled=True (for a fixed resolution "
-             'set progressive.start_resolution to the data\'s)')
-    _require(loss == 'nonsaturating', 'train.loss', loss,
-             "'nonsaturating' without progressive growing (the StyleGAN2 loop has no WGAN-GP); "
-             'set config.progressive.enabled=True to use it')
+             "'progan' trains only with config.schedule.growing.grow=True (for a fixed "
+             "resolution set schedule.growing.start_resolution to the data's)")
+    _require(l.name == 'stylegan2', 'loss.name', l.name,
+             "'stylegan2' without progressive growing ('nonsaturating' and 'wgan_gp' are the "
+             'steps of growing networks); set config.schedule.growing.grow=True to use it')
     return
+  _require(l.name in GROWING_LOSSES, 'loss.name', l.name,
+           f"one of {', '.join(GROWING_LOSSES)} with config.schedule.growing.grow=True "
+           "('stylegan2' trains one fixed resolution)")
   _require(config.model.name in ('progan', 'stylegan'), 'model.name', config.model.name,
-           "'progan' or 'stylegan' with config.progressive.enabled=True")
-  _require(t.wgan_lambda >= 0 and math.isfinite(t.wgan_lambda), 'train.wgan_lambda',
-           t.wgan_lambda, 'a finite number >= 0')
-  _positive(config, 'train.wgan_target')
-  _require(t.wgan_drift >= 0 and math.isfinite(t.wgan_drift), 'train.wgan_drift', t.wgan_drift,
-           'a finite number >= 0')
-  _require(t.pl_weight == 0 or config.model.name == 'stylegan', 'train.pl_weight', t.pl_weight,
+           "'progan' or 'stylegan' with config.schedule.growing.grow=True")
+  _require(l.pl_weight == 0 or config.model.name == 'stylegan', 'loss.pl_weight', l.pl_weight,
            f'0 with model {config.model.name!r}: path length needs a w space (a mapping '
            "network), which only 'stylegan' has among the growing models")
-  _require(loss != 'nonsaturating' or t.r1_gamma == 0 or t.r1_interval == 1, 'train.r1_interval',
-           t.r1_interval, '1 with progressive growing (R1 runs in every D step, as in StyleGAN; '
-           'the progressive step has no lazy R1)')
-  _require(p.start_resolution >= 4 and 2 ** int(round(math.log2(p.start_resolution)))
-           == p.start_resolution, 'progressive.start_resolution', p.start_resolution,
-           'a power of two >= 4')
-  _require(p.fade_kimg >= 0 and p.stabilize_kimg >= 0 and p.fade_kimg + p.stabilize_kimg > 0,
-           'progressive.fade_kimg', (p.fade_kimg, p.stabilize_kimg),
+  _require(l.name != 'nonsaturating' or l.r1_gamma == 0 or l.r1_interval == 1,
+           'loss.r1_interval', l.r1_interval,
+           '1 with progressive growing (R1 runs in every D step, as in StyleGAN; the progressive '
+           'step has no lazy R1)')
+  _require(2 ** int(round(math.log2(p.start_resolution))) == p.start_resolution,
+           'schedule.growing.start_resolution', p.start_resolution, 'a power of two >= 4')
+  _require(p.fade_kimg + p.stabilize_kimg > 0, 'schedule.growing.fade_kimg',
+           (p.fade_kimg, p.stabilize_kimg),
            'fade_kimg and stabilize_kimg must be >= 0 and not both 0')
-  _positive(config, 'progressive.default_batch_size', integer=True)
   try:
     batch_sizes = progressive.parse_batch_sizes(p.batch_sizes)
   except ValueError as error:
-    raise ConfigError(f'config.progressive.batch_sizes={p.batch_sizes!r} is not allowed: '
+    raise ConfigError(f'config.schedule.growing.batch_sizes={p.batch_sizes!r} is not allowed: '
                       f'{error}') from None
   group = config.model.mbstd_group_size
-  for res, batch in sorted(batch_sizes.items()) + [('the others', p.default_batch_size)]:
-    key = ('progressive.batch_sizes' if res != 'the others' else 'progressive.default_batch_size')
-    _require(batch % num_devices == 0, key, p.batch_sizes if res != 'the others' else batch,
+  others = config.schedule.batch_size
+  for res, batch in sorted(batch_sizes.items()) + [('the others', others)]:
+    listed = res != 'the others'
+    key = 'schedule.growing.batch_sizes' if listed else 'schedule.batch_size'
+    _require(batch % num_devices == 0, key, p.batch_sizes if listed else batch,
              f'the batch {batch} at resolution {res} must be divisible by the {num_devices} '
              f'devices of the mesh: use multiples of {num_devices}, or a mesh whose device count '
              f'divides every batch (--config.mesh.data=K)')
@@ -217,8 +216,8 @@ def _validate_progressive(config, num_devices: int) -> None:
 
 def validate_progressive_resolution(config, resolution: int) -> None:
   """The start resolution is at most the data's."""
-  start = config.progressive.start_resolution
-  _require(start <= resolution, 'progressive.start_resolution', start,
+  start = config.schedule.growing.start_resolution
+  _require(start <= resolution, 'schedule.growing.start_resolution', start,
            f'at most the data\'s resolution {resolution}')
 
 

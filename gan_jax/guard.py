@@ -29,7 +29,7 @@ def check_finite(step_metrics: Sequence[tuple[int, dict]]) -> None:
       losses = ', '.join(f'{k}={float(np.asarray(v)):.4g}' for k, v in sorted(values.items()))
       raise NonFiniteError(
           f'Non-finite loss or weights at step {step} ({losses}). Nothing was saved from this '
-          'state. Lower the learning rates or raise train.r1_gamma, then rerun the same '
+          'state. Lower the learning rates or raise loss.r1_gamma, then rerun the same '
           'command: it resumes from the newest checkpoint that verifies against its manifest.')
 
 

@@ -1,6 +1,7 @@
 """Entry point: python -m gan_jax.main --config experiments/FILE.py[:VARIANT] --workdir DIR.
 
-Any config value can be overridden on the command line, e.g. --config.train.kimg=10.
+Any config value can be overridden on the command line, e.g. --config.schedule.kimg=10 (the keys
+renamed in issue 17 still work for one release, with a warning: gan_jax/config_compat.py).
 Running the same command again resumes from the workdir's latest checkpoint. A user error (bad
 flag, config value or file) ends in one line, exit status 2; --verbose_errors or
 GAN_JAX_VERBOSE_ERRORS=1 shows its traceback.
@@ -16,6 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from gan_jax import cli_errors
+from gan_jax import config_compat
 from gan_jax import train
 
 FLAGS = flags.FLAGS
@@ -70,6 +72,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = cli_errors.config_flag('config')  # a missing config file: one line, before JAX starts
+  config_compat.migrate(config, config_flags.get_override_values(FLAGS['config']))
   std_logging.getLogger().addFilter(_DropLibraryChatter())
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_DropLibraryChatter())

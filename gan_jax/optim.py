@@ -67,23 +67,31 @@ def adam_lazy(lr: float, b1: float, b2: float, eps: float, interval: int,
   return adam(lr * c, b1 ** c, b2 ** c, eps)
 
 
-def make_optimizers(train_config, lazy_d: bool = True):
-  """(G optimizer, D optimizer) from `config.train`: G lazy for path length, D lazy for R1
-  (`lazy_d`; False for the steps whose D penalty runs in every D update, StyleGAN's R1 and
-  ProGAN's gradient penalty)."""
-  t = train_config
-  g_tx = adam_lazy(t.g_lr, t.adam_b1, t.adam_b2, t.adam_eps, t.pl_interval, t.pl_weight)
+def _sections(config):
+  """(config.optim, config.loss); a flat config.train of the old keys (`config_compat.legacy_view`,
+  which progressive_step reads until it moves to the sections) serves as both."""
+  if 'optim' in config:
+    return config.optim, config.loss
+  return config, config
+
+
+def make_optimizers(config, lazy_d: bool = True):
+  """(G optimizer, D optimizer) from config.optim, with the lazy intervals of config.loss: G
+  lazy for path length, D lazy for R1 (`lazy_d`; False for the steps whose D penalty runs in
+  every D update, StyleGAN's R1 and ProGAN's gradient penalty)."""
+  o, l = _sections(config)
+  g_tx = adam_lazy(o.g_lr, o.adam_b1, o.adam_b2, o.adam_eps, l.pl_interval, l.pl_weight)
   if lazy_d:
-    d_tx = adam_lazy(t.d_lr, t.adam_b1, t.adam_b2, t.adam_eps, t.r1_interval, t.r1_gamma)
+    d_tx = adam_lazy(o.d_lr, o.adam_b1, o.adam_b2, o.adam_eps, l.r1_interval, l.r1_gamma)
   else:
-    d_tx = adam(t.d_lr, t.adam_b1, t.adam_b2, t.adam_eps)
+    d_tx = adam(o.d_lr, o.adam_b1, o.adam_b2, o.adam_eps)
   return g_tx, d_tx
 
 
-def effective_hparams(train_config, lazy_d: bool = True) -> dict:
+def effective_hparams(config, lazy_d: bool = True) -> dict:
   """The learning rates and betas actually used, for logging."""
-  t = train_config
-  cg = lazy_ratio(t.pl_interval, t.pl_weight)
-  cd = lazy_ratio(t.r1_interval, t.r1_gamma) if lazy_d else 1.0
-  return {'g_lr': t.g_lr * cg, 'd_lr': t.d_lr * cd,
-          'g_beta2': t.adam_b2 ** cg, 'd_beta2': t.adam_b2 ** cd}
+  o, l = _sections(config)
+  cg = lazy_ratio(l.pl_interval, l.pl_weight)
+  cd = lazy_ratio(l.r1_interval, l.r1_gamma) if lazy_d else 1.0
+  return {'g_lr': o.g_lr * cg, 'd_lr': o.d_lr * cd,
+          'g_beta2': o.adam_b2 ** cg, 'd_beta2': o.adam_b2 ** cd}

@@ -1,10 +1,11 @@
 """What the loop trains at each step: the stage (resolution, fade-in alpha, batch size) as a
 function of the images shown so far, and when the run is done.
 
-Fixed-resolution training is the one-stage schedule: the data's resolution, alpha 1,
-config.train.batch_size, for ceil(train.kimg * 1000 / batch) steps. Progressive growing
-(config.progressive.enabled) follows `gan_jax.progressive.schedule` (the official ProGAN / StyleGAN
-level-of-detail schedule) to train.kimg. Either stops early at train.max_steps (> 0).
+Everything it reads is config.schedule. Fixed-resolution training is the one-stage schedule: the
+data's resolution, alpha 1, schedule.batch_size, for ceil(schedule.kimg * 1000 / batch) steps.
+Progressive growing (schedule.growing.grow) follows `gan_jax.progressive.schedule` (the official
+ProGAN / StyleGAN level-of-detail schedule) to schedule.kimg, at growing.batch_sizes' batch per
+resolution and schedule.batch_size for the others. Either stops early at schedule.max_steps (> 0).
 
 The position of a run is (step, nimg); a checkpoint's meta records nimg with the stage of its last
 step, so a resumed run recomputes the same stage, alpha and batch and continues exactly.
@@ -28,17 +29,17 @@ class Schedule:
   """nimg -> Stage for a config and the data's resolution."""
 
   def __init__(self, config, target_resolution: int):
-    p = config.get('progressive')
-    self.growing = p is not None and bool(p.enabled)
+    t = config.schedule
+    p = t.growing
+    self.growing = bool(p.grow)
     self.target = target_resolution
-    t = config.train
     self.max_steps = t.max_steps
     if self.growing:
       self._kwargs = dict(target_resolution=target_resolution,
                           start_resolution=p.start_resolution, fade_kimg=p.fade_kimg,
                           stabilize_kimg=p.stabilize_kimg,
                           batch_sizes=progressive.parse_batch_sizes(p.batch_sizes),
-                          default_batch_size=p.default_batch_size)
+                          default_batch_size=t.batch_size)
       self.resolutions = progressive.stages(target_resolution, p.start_resolution)
       self.total_nimg = int(round(t.kimg * 1000))
       self.reset_optimizer = bool(p.reset_optimizer)

@@ -7,8 +7,7 @@
                    logistic loss with R1 in every D step; trains growing networks stage by stage.
   'wgan_gp'        ProGAN's step (gan_jax/progressive_step.py): WGAN-GP with drift.
 
-The key is config.train.loss; 'nonsaturating' without progressive growing keeps meaning what it
-meant before the registry existed, StyleGAN2's step (`name_for`). Every entry is a pure
+The key is config.loss.name. Every entry is a pure
 `make_step(G, D, config, c_dim, batch_sharding) -> step_common.Step`.
 """
 
@@ -16,30 +15,37 @@ from typing import Callable, Optional
 
 import jax
 
+from gan_jax import config_compat
 from gan_jax import progressive_step
 from gan_jax import step_common
 from gan_jax import train_step
 
 MakeStep = Callable[..., step_common.Step]
 
+
+
+def _progressive_make_step(G, D, config, c_dim, batch_sharding=None):
+  # progressive_step still reads the keys of config.train from before the config's sections
+  # (issue 17): hand it a view that has them, until it reads config.loss / optim / ema.
+  return progressive_step.make_step(G, D, config_compat.legacy_view(config), c_dim,
+                                    batch_sharding)
+
+
 REGISTRY: dict[str, MakeStep] = {
     'stylegan2': train_step.make_step,
-    'nonsaturating': progressive_step.make_step,
-    'wgan_gp': progressive_step.make_step,
+    'nonsaturating': _progressive_make_step,
+    'wgan_gp': _progressive_make_step,
 }
 
 
 def growing(config) -> bool:
   """Whether the config trains with progressive growing."""
-  return config.get('progressive') is not None and bool(config.progressive.enabled)
+  return bool(config.schedule.growing.grow)
 
 
 def name_for(config) -> str:
-  """The registry key of the step that trains `config`."""
-  loss = config.train.get('loss', 'stylegan2')
-  if loss == 'nonsaturating' and not growing(config):
-    return 'stylegan2'  # the fixed-resolution loop always ran StyleGAN2's step
-  return loss
+  """The registry key of the step that trains `config`: config.loss.name."""
+  return config.loss.name
 
 
 def make(config, G, D, c_dim: int,
@@ -47,6 +53,6 @@ def make(config, G, D, c_dim: int,
   """The Step for `config` (its loss picks the registry entry)."""
   name = name_for(config)
   if name not in REGISTRY:
-    raise ValueError(f'config.train.loss={name!r} names no train step; known: '
+    raise ValueError(f'config.loss.name={name!r} names no train step; known: '
                      f'{", ".join(sorted(REGISTRY))}')
   return REGISTRY[name](G, D, config, c_dim, batch_sharding)

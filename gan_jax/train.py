@@ -2,12 +2,12 @@
 
 Each step the loop asks the schedule (`gan_jax.schedule`) for the stage at the images shown so far
 (resolution, fade-in alpha, batch size; fixed-resolution training is the one stage) and the step
-(`gan_jax.steps`, chosen by config.train.loss) for the step's static variant (which lazy
+(`gan_jax.steps`, chosen by config.loss.name) for the step's static variant (which lazy
 regularisers are due), and runs the step compiled for (resolution, variant): every new compilation
 is logged and timed apart from training. The input pipeline is reopened when the batch size
 changes (the batch of a step is the sampler's batch nimg // batch, a pure function of the seed, so
 a resumed run reads the same images) and the reals are box-filtered to the stage resolution on
-the host. With config.progressive.reset_optimizer both optimizer states are reset when a fade-in
+the host. With config.schedule.growing.reset_optimizer both optimizer states are reset when a fade-in
 starts and when it ends (ProGAN's reset_opt_for_new_lod).
 
 Checkpoints carry the Orbax state and, in their meta, the images shown (nimg) with the stage,
@@ -32,6 +32,7 @@ from etils import epath
 
 from gan_jax import checkpointing
 from gan_jax import config_check
+from gan_jax import config_compat
 from gan_jax import guard
 from gan_jax import images as images_lib
 from gan_jax import models
@@ -49,12 +50,13 @@ from gan_jax.data import pipeline
 from gan_jax.metrics import periodic
 
 
-def total_steps(train_config) -> int:
-  """Steps in a fixed-resolution run: config.train.kimg worth of images, capped by
-  config.train.max_steps."""
-  num_steps = math.ceil(train_config.kimg * 1000 / train_config.batch_size)
-  if train_config.max_steps > 0:
-    num_steps = min(num_steps, train_config.max_steps)
+def total_steps(config) -> int:
+  """Steps in a fixed-resolution run: config.schedule.kimg worth of images, capped by
+  config.schedule.max_steps."""
+  s = config.schedule
+  num_steps = math.ceil(s.kimg * 1000 / s.batch_size)
+  if s.max_steps > 0:
+    num_steps = min(num_steps, s.max_steps)
   return num_steps
 
 
@@ -90,6 +92,7 @@ def sharded_step(config, mesh, G, D, c_dim: int) -> ShardedStep:
 
 def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Device]] = None):
   """Trains (resuming from the workdir when it holds checkpoints); returns the final state."""
+  config_compat.migrate(config)  # deprecated keys set after loading (a no-op once migrated)
   if '://' not in str(workdir):
     workdir = os.path.abspath(workdir)  # Orbax wants absolute paths; keep gs://... as given
   workdir_path = epath.Path(workdir)
@@ -133,7 +136,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   grid_z, grid_c = samples.grid_latents(config, G, c_dim)
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main,
                                                 asynchronous=False)
-  hparams = optim.effective_hparams(config.train, lazy_d=step_def.name == 'stylegan2')
+  hparams = optim.effective_hparams(config, lazy_d=step_def.name == 'stylegan2')
   evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer, is_main)  # config.evals
 
   def write_grid(state, step, stage):
@@ -257,7 +260,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
 def _dataset_info(config) -> pipeline.DataInfo:
   info = pipeline.dataset_info(config.data)
   config_check.validate_resolution(info.resolution)
-  if config.get('progressive') is not None and config.progressive.enabled:
+  if config.schedule.growing.grow:
     config_check.validate_progressive_resolution(config, info.resolution)
   return info
 

@@ -39,7 +39,8 @@ VARIANT_NAMES = {(True, True): 'r1_pl', (True, False): 'r1', (False, True): 'pl'
 
 
 class StepConfig(NamedTuple):
-  """The static numbers the step needs (from config.train and the model)."""
+  """The static numbers the step needs (config.loss, ema, schedule.batch_size, augment,
+  train.remat)."""
   batch_size: int
   c_dim: int
   r1_gamma: float
@@ -58,16 +59,15 @@ class StepConfig(NamedTuple):
   remat: str = 'none'  # checkpoint policy of G's / D's blocks inside path length / R1
 
   @classmethod
-  def from_config(cls, train_config, c_dim: int, augment_config=None) -> 'StepConfig':
-    t = train_config
+  def from_config(cls, config, c_dim: int) -> 'StepConfig':
+    l, a = config.loss, config.augment
     aug = {}
-    if augment_config is not None and augment_config.pipe != 'none':
-      a = augment_config
+    if a.pipe != 'none':
       aug = dict(augment=augment_lib.preset(a.pipe), ada_target=a.target,
                  ada_interval=a.interval, ada_kimg=a.ada_kimg)
-    return cls(t.batch_size, c_dim, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
-               t.pl_decay, t.pl_batch_shrink, t.style_mixing_prob, t.ema_kimg, t.ema_rampup,
-               remat=t.get('remat', 'none'), **aug)
+    return cls(config.schedule.batch_size, c_dim, l.r1_gamma, l.r1_interval, l.pl_weight,
+               l.pl_interval, l.pl_decay, l.pl_batch_shrink, l.style_mixing_prob,
+               config.ema.kimg, config.ema.rampup, remat=config.train.remat, **aug)
 
   def reachable(self) -> tuple[tuple[bool, bool], ...]:
     """The (do_r1, do_pl) flags a run meets, heaviest first (R1 and PL are both due at step 0)."""
@@ -340,8 +340,8 @@ def make_step(G, D, config, c_dim: int,
   """StyleGAN2's step in the loop's interface (registry key 'stylegan2'): one stage at the
   model's resolution; the variant is (do_r1, do_pl) of `StepConfig.regularize`. The EMA ramp-up
   counts step * batch images, which is `nimg` on this one-stage schedule."""
-  cfg = StepConfig.from_config(config.train, c_dim, config.augment)
-  g_tx, d_tx = optim.make_optimizers(config.train)
+  cfg = StepConfig.from_config(config, c_dim)
+  g_tx, d_tx = optim.make_optimizers(config)
   train_step = make_train_step(G, D, g_tx, d_tx, cfg, batch_sharding)
 
   def fn(state, batch, alpha, nimg, resolution, variant):

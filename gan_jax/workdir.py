@@ -11,6 +11,8 @@ import time
 from absl import logging
 from etils import epath
 
+from gan_jax import config_compat
+
 # The config sections whose change makes existing checkpoints another experiment's.
 IDENTITY_KEYS = ('model', 'data.name', 'seed')
 # Compute precision, not the parameters (they stay float32): a run may resume with other values.
@@ -36,7 +38,10 @@ def _flatten(prefix: str, value, out: dict) -> None:
 
 
 def identity_diff(old: dict, new: dict) -> list[str]:
-  """'key: old -> new' for every identity key that differs between two config dicts."""
+  """'key: old -> new' for every identity key that differs between two config dicts. Both are
+  read in the current layout (`config_compat.upgrade_saved`): a config.json written before a key
+  moved or existed names the same experiment as today's config of the same values."""
+  old, new = config_compat.upgrade_saved(old), config_compat.upgrade_saved(new)
   a, b = {}, {}
   for key in IDENTITY_KEYS:
     _flatten(key, _get(old, key), a)

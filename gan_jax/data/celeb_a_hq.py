@@ -21,7 +21,6 @@ from typing import Any
 
 import tensorflow_datasets as tfds
 
-from gan_jax.data import fashion_mnist
 from gan_jax.data.errors import DatasetError
 
 TFDS_NAME = 'celeb_a_hq'
@@ -57,10 +56,10 @@ def builder_kwargs(resolution: int, data_config) -> dict[str, Any]:
 
 
 def manual_dir(builder: tfds.core.DatasetBuilder, data_config) -> str:
-  """source_dir when given (not the base config's Fashion-MNIST one), else
-  TFDS's default manual_dir, <data_dir>/downloads/manual."""
+  """source_dir when given, else TFDS's default manual_dir,
+  <data_dir>/downloads/manual."""
   source_dir = data_config.get('source_dir')
-  if source_dir and source_dir != fashion_mnist.DEFAULT_SOURCE_DIR:
+  if source_dir:
     return os.fspath(source_dir)
   return os.path.join(os.fspath(builder.data_dir_root), 'downloads', 'manual')
 

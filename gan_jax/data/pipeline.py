@@ -22,7 +22,9 @@ into the ArrayRecord files TFDS wrote (`builder.as_data_source(split)`).
                'prepared/NAME': a dataset `gan_jax.data.prepare` wrote.
   data_dir     TFDS data_dir; None -> TFDS's default (~/tensorflow_datasets).
   source_dir   where local builders read their raw files from (CelebA-HQ:
-               the folder with its data{R}x{R}.tar).
+               the folder with its data{R}x{R}.tar); '' or None: the builder's
+               default (Fashion-MNIST: DEFAULT_SOURCE_DIR; FFHQ, CelebA-HQ:
+               TFDS's manual_dir).
   resize_filter  optional, FFHQ only: 'lanczos' or 'box' (see `ffhq`).
   split        'train'.
   xflip        random horizontal flips (a pure function of seed, step, slot).
@@ -74,13 +76,9 @@ def _fashion_mnist_kwargs(data_config) -> dict[str, Any]:
 
 
 def _ffhq_kwargs(resolution: int, data_config) -> dict[str, Any]:
-  # The base config's source_dir is Fashion-MNIST's; for FFHQ it means 'none
-  # given': the builder then looks in TFDS's manual_dir.
-  source_dir = data_config.get('source_dir')
-  if source_dir == fashion_mnist.DEFAULT_SOURCE_DIR:
-    source_dir = None
+  # No source_dir: the builder looks in TFDS's manual_dir.
   return {'config': ffhq.builder_config(resolution),
-          'source_dir': source_dir or None,
+          'source_dir': data_config.get('source_dir') or None,
           'resize_filter': data_config.get('resize_filter')}
 
 

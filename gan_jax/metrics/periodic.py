@@ -43,7 +43,7 @@ class PeriodicEvals:
     self.specs = [] if evals is None else [s.capped(evals.max_images or None)
                                            for s in registry.parse_list(evals.metrics)]
     self.every_kimg = 0.0 if evals is None else float(evals.every_kimg)
-    self.batch_size = config.train.batch_size
+    self.batch_size = config.schedule.batch_size
     self.config = config
     self.workdir = epath.Path(workdir)
     self.mesh, self.G, self.writer, self.is_main = mesh, G, writer, is_main

@@ -100,7 +100,7 @@ def build(model_config, img_resolution: int, img_channels: int, c_dim: int,
   """(G, D) for `model_config` (a ConfigDict with name, z_dim, w_dim, mapping_layers,
   channel_base, channel_max, conv_clamp (0 or None: off), num_bf16_res and bf16_backends
   (see `bf16_resolutions`; `backend` is the one the models are compiled for), mbstd_group_size
-  (0: the whole minibatch), mbstd_num_channels). Each class gets only the arguments it takes
+  (0: the whole minibatch), mbstd_num_channels, w_avg_beta (G's tracked-w decay)). Each class gets only the arguments it takes
   (ProGAN's G has no mapping network, so no w_dim, mapping_layers or conv_clamp). What G and D
   can do: `family_of(G)`; their sizes: `describe(G)`."""
   f = family(model_config.name)
@@ -111,6 +111,8 @@ def build(model_config, img_resolution: int, img_channels: int, c_dim: int,
                 num_bf16_res=bf16_resolutions(model_config, backend))
   g_kwargs = dict(common, z_dim=model_config.z_dim, w_dim=model_config.w_dim,
                   mapping_layers=model_config.mapping_layers)
+  if model_config.get('w_avg_beta') is not None:  # a config.json of before it existed: the default
+    g_kwargs['w_avg_beta'] = model_config.w_avg_beta
   d_kwargs = dict(common, mbstd_group_size=model_config.mbstd_group_size or None,
                   mbstd_num_channels=model_config.mbstd_num_channels)
   G = generator_cls(**{k: v for k, v in g_kwargs.items() if k in _fields(generator_cls)})
