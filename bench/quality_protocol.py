@@ -93,7 +93,7 @@ def train_workdir(config_spec: str, workdir: Path, seed: int, kimg: float,
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(REPO)] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
   command = [sys.executable, '-m', 'gan_jax.main', '--config', str(REPO / config_spec),
-             '--workdir', str(workdir), f'--config.seed={seed}', f'--config.train.kimg={kimg}',
+             '--workdir', str(workdir), f'--config.seed={seed}', f'--config.schedule.kimg={kimg}',
              *overrides]
   logging.info('training: %s', ' '.join(command))
   subprocess.run(command, cwd=REPO, env=env, check=True)
@@ -102,7 +102,7 @@ def train_workdir(config_spec: str, workdir: Path, seed: int, kimg: float,
 def untrained_generator(config):
   """(G, G_ema variables) of the state gan_jax.train starts from for `config` (step 0)."""
   G, D, c_dim = train.build(config, pipeline.dataset_info(config.data))
-  g_tx, d_tx = optim.make_optimizers(config.train)
+  g_tx, d_tx = optim.make_optimizers(config)
   state = jax.jit(lambda key: state_lib.create(G, D, g_tx, d_tx, c_dim, key, config.augment.p))(
       jax.random.PRNGKey(config.seed))
   return G, {'params': state.ema_params, 'buffers': state.ema_buffers}
@@ -199,7 +199,7 @@ def parse_overrides(items: Sequence[str]) -> dict:
 
 def run_seed(args, seed: int, extractor, commit: str) -> dict:
   """Trains (kimg > 0) and scores one seed; returns its result row."""
-  overrides = dict(parse_overrides(args.set), seed=seed, **{'train.kimg': args.kimg})
+  overrides = dict(parse_overrides(args.set), seed=seed, **{'schedule.kimg': args.kimg})
   config = config_base.load(str(REPO / args.config), overrides)
   start = time.time()
   workdir = Path(args.root).resolve() / f'kimg{args.kimg:g}_seed{seed}'
@@ -208,9 +208,9 @@ def run_seed(args, seed: int, extractor, commit: str) -> dict:
                   [f'--config.{item}' for item in args.set])
     train_s = time.time() - start
     G, variables, step = export.restore_workdir(workdir)
-    if step != train.total_steps(config.train):
+    if step != train.total_steps(config):
       raise RuntimeError(f'{workdir}: last checkpoint at step {step}, the run has '
-                         f'{train.total_steps(config.train)}')
+                         f'{train.total_steps(config)}')
   else:
     train_s, step = 0.0, 0
     G, variables = untrained_generator(config)

@@ -31,7 +31,7 @@ def main():
   res = args.resolution or (bench.resolution if bench is not None else 32)
   ch = args.channels or (bench.channels if bench is not None else 3)
   G, D, _ = train.build(config, pipeline.DataInfo(res, ch, 0, num_examples=0))
-  n = args.batch or config.train.batch_size
+  n = args.batch or config.schedule.batch_size
   key = jax.random.PRNGKey(0)
   z = jax.random.normal(key, (n, G.z_dim))
   c = jnp.zeros((n, 0))

@@ -94,7 +94,7 @@ def main():
 
   config = config_base.load(args.config)
   if args.batch:
-    config.train.batch_size = args.batch
+    config.schedule.batch_size = args.batch
   if args.num_bf16_res >= 0:
     config.model.num_bf16_res = args.num_bf16_res
   config.mesh.data = args.devices
@@ -105,7 +105,7 @@ def main():
   g_tx, d_tx = step_def.g_tx, step_def.d_tx
   state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
                   out_shardings=state_shard)(jax.random.PRNGKey(0))
-  n = config.train.batch_size
+  n = config.schedule.batch_size
   rng = np.random.default_rng(0)
   batch = sharding.global_batch(
       {'image': rng.uniform(-1, 1, (n, info.resolution, info.resolution, info.channels)

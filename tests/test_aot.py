@@ -99,8 +99,8 @@ def test_data_shape_comes_from_the_config_not_the_data(tmp_path):
     (0, 4, ['pl', 'plain']), (16, 0, ['r1', 'plain']), (0, 0, ['plain'])])
 def test_reachable_variants(r1, pl, expected):
   config = config_base.load(os.path.join(ROOT, 'experiments/ffhq.py'),
-                            {'train.r1_interval': r1, 'train.pl_interval': pl})
-  cfg = train_step_lib.StepConfig.from_config(config.train, 0)
+                            {'loss.r1_interval': r1, 'loss.pl_interval': pl})
+  cfg = train_step_lib.StepConfig.from_config(config, 0)
   got = [aot.VARIANT_NAMES[v] for v in aot.reachable_variants(cfg)]
   assert got == expected
 
@@ -162,7 +162,7 @@ def test_config_is_validated_for_the_slice():
   # The tiny config's batch of 8 does not split over 16 chips: refused before anything compiles.
   config = config_base.load(os.path.join(ROOT, 'experiments/ffhq.py:tiny'))
   info = aot.data_info(config)
-  with pytest.raises(config_check.ConfigError, match=r'train.batch_size=8.*16 devices'):
+  with pytest.raises(config_check.ConfigError, match=r'schedule.batch_size=8.*16 devices'):
     aot.check(config, aot.parse_slice('v5e-16'), info)
   with pytest.raises(ValueError, match='not a variant this config runs'):
     aot.check(config, aot.parse_slice('v5e-8'), info, variants='r1')  # R1 every 4 meets PL every 2

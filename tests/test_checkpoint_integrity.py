@@ -222,7 +222,7 @@ def test_real_run_damaged_checkpoints_and_a_failed_start(fake_source, tmp_path, 
   model size fails to start without touching config.json; the run's own command then resumes
   from step 2, the newest intact checkpoint, and trains on to step 6."""
   overrides = dict(PLAIN, **{'checkpoint.every_steps': 2, 'checkpoint.keep': 3,
-                             'train.max_steps': 6})
+                             'schedule.max_steps': 6})
   workdir = tmp_path / 'run'
   one = jax.devices()[:1]
   train.train_and_evaluate(tiny_config(fake_source, **overrides), str(workdir), devices=one)
@@ -260,10 +260,10 @@ def test_two_sigints_still_save_and_the_rerun_resumes_there(fake_source, tmp_pat
          str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', str(tmp_path / 'run'),
          f'--config.data.source_dir={fake_source / "src"}',
          f'--config.data.data_dir={tmp_path / "tfds"}',
-         '--config.train.kimg=100.0', '--config.checkpoint.every_steps=2',
+         '--config.schedule.kimg=100.0', '--config.checkpoint.every_steps=2',
          '--config.log.every_steps=1', '--config.log.image_every_steps=100000',
-         '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02', *cli_flags(PLAIN)]
+         '--config.mesh.data=1', '--config.loss.style_mixing_prob=0.5',
+         '--config.ema.rampup=0.0', '--config.ema.kimg=0.02', *cli_flags(PLAIN)]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
   lines = []
@@ -281,7 +281,7 @@ def test_two_sigints_still_save_and_the_rerun_resumes_there(fake_source, tmp_pat
   saved = int(log.split('saved a checkpoint at step ')[1].split()[0])
   assert saved >= 5
   assert integrity.verify(epath.Path(tmp_path / 'run' / 'checkpoints' / str(saved))) is None
-  cmd[cmd.index('--config.train.kimg=100.0')] = f'--config.train.max_steps={saved}'
+  cmd[cmd.index('--config.schedule.kimg=100.0')] = f'--config.schedule.max_steps={saved}'
   out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Start from workdir checkpoint at step {saved} ' in out.stderr

@@ -8,6 +8,7 @@ import pytest
 
 from gan_jax import config_base
 from gan_jax import config_check
+from gan_jax import config_compat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,6 +28,8 @@ def test_the_shipped_configs_pass():
 def _numeric_leaves(node, prefix=''):
   for key, value in node.items():
     path = f'{prefix}{key}'
+    if path in config_compat.RENAMED:  # a deprecated key's placeholder (None once migrated)
+      continue
     if isinstance(value, ml_collections.ConfigDict):
       yield from _numeric_leaves(value, path + '.')
     elif node.get_type(key) in (int, float) and not isinstance(value, bool):
@@ -36,7 +39,7 @@ def _numeric_leaves(node, prefix=''):
 def test_every_numeric_knob_has_a_range():
   # A knob added to config_base without a line in config_check.NUMBERS would go unchecked.
   leaves = dict(_numeric_leaves(config_base.get_base_config()))
-  assert 'augment.target' in leaves and 'train.adam_eps' in leaves  # the walk sees them all
+  assert 'augment.target' in leaves and 'optim.adam_eps' in leaves  # the walk sees them all
   assert sorted(leaves) == sorted(config_check.NUMBERS)
 
 
@@ -71,25 +74,25 @@ def test_ranges_accept_their_ends():
 
 
 @pytest.mark.parametrize('key,value,message', [
-    ('train.batch_size', 0, 'config.train.batch_size=0 .*positive integer'),
-    ('train.batch_size', 12, 'divisible by the 8 devices'),
-    ('train.kimg', -1.0, 'config.train.kimg=-1.0 .*positive finite number'),
-    ('train.kimg', float('inf'), 'config.train.kimg=inf .*positive finite number'),
-    ('train.g_lr', float('inf'), 'config.train.g_lr=inf .*positive finite learning rate'),
-    ('train.d_lr', 0.0, 'config.train.d_lr=0.0 .*positive'),
-    ('train.adam_eps', -1.0, 'config.train.adam_eps=-1.0 .*positive finite epsilon'),
-    ('train.adam_b1', 1.0, r'config.train.adam_b1=1.0 .*\[0, 1\)'),
-    ('train.ema_kimg', float('inf'), 'config.train.ema_kimg=inf'),
-    ('train.r1_gamma', -1.0, 'config.train.r1_gamma=-1.0 .*>= 0'),
+    ('schedule.batch_size', 0, 'config.schedule.batch_size=0 .*positive integer'),
+    ('schedule.batch_size', 12, 'divisible by the 8 devices'),
+    ('schedule.kimg', -1.0, 'config.schedule.kimg=-1.0 .*positive finite number'),
+    ('schedule.kimg', float('inf'), 'config.schedule.kimg=inf .*positive finite number'),
+    ('optim.g_lr', float('inf'), 'config.optim.g_lr=inf .*positive finite learning rate'),
+    ('optim.d_lr', 0.0, 'config.optim.d_lr=0.0 .*positive'),
+    ('optim.adam_eps', -1.0, 'config.optim.adam_eps=-1.0 .*positive finite epsilon'),
+    ('optim.adam_b1', 1.0, r'config.optim.adam_b1=1.0 .*\[0, 1\)'),
+    ('ema.kimg', float('inf'), 'config.ema.kimg=inf'),
+    ('loss.r1_gamma', -1.0, 'config.loss.r1_gamma=-1.0 .*>= 0'),
     ('log.grid_psi', float('nan'), 'config.log.grid_psi=nan .*finite'),
     ('augment.target', float('nan'), 'config.augment.target=nan'),
     ('mesh.data', 0, 'config.mesh.data=0 .*-1 \\(all devices\\)'),
-    ('train.pl_batch_shrink', 9, 'config.train.pl_batch_shrink=9 .*at most train.batch_size=8'),
-    ('train.r1_gamma', float('nan'), 'config.train.r1_gamma=nan .*finite number'),
-    ('train.style_mixing_prob', 1.5, r'config.train.style_mixing_prob=1.5 .*\[0, 1\]'),
-    ('train.adam_b2', 1.0, 'config.train.adam_b2=1.0 .*below 1'),
+    ('loss.pl_batch_shrink', 9, 'config.loss.pl_batch_shrink=9 .*at most schedule.batch_size=8'),
+    ('loss.r1_gamma', float('nan'), 'config.loss.r1_gamma=nan .*finite number'),
+    ('loss.style_mixing_prob', 1.5, r'config.loss.style_mixing_prob=1.5 .*\[0, 1\]'),
+    ('optim.adam_b2', 1.0, 'config.optim.adam_b2=1.0 .*below 1'),
     ('checkpoint.every_steps', 0, 'config.checkpoint.every_steps=0'),
-    ('model.mbstd_group_size', 3, 'config.model.mbstd_group_size=3 .*dividing train.batch_size=8'),
+    ('model.mbstd_group_size', 3, 'config.model.mbstd_group_size=3 .*dividing schedule.batch_size=8'),
 ])
 def test_impossible_values_are_refused(key, value, message):
   config = _tiny()
@@ -109,7 +112,7 @@ def test_resolution_must_be_a_power_of_two():
 def test_unknown_keys_and_wrong_types_are_refused_by_the_config_itself():
   config = _tiny()
   with pytest.raises(TypeError):
-    config.train.batch_size = 'eight'
+    config.schedule.batch_size = 'eight'
   config.lock()
   with pytest.raises(AttributeError):
     config.train.batchsize = 8

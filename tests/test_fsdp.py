@@ -91,7 +91,7 @@ def test_fsdp_trains_like_data_parallel(two_runs):
 def _abstract(config, fsdp_min_size=0):
   info = pipeline.dataset_info(config.data)
   G, D, c_dim = train.build(config, info)
-  g_tx, d_tx = optim.make_optimizers(config.train)
+  g_tx, d_tx = optim.make_optimizers(config)
   mesh = sharding.make_mesh(config.mesh)
   abstract = state_lib.abstract(G, D, g_tx, d_tx, c_dim)
   shard = sharding.state_sharding(mesh, abstract, fsdp_min_size)

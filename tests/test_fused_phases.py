@@ -8,7 +8,6 @@ without R1, must be the R1 gradient at the same parameters, computed here indepe
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 import pytest
 
@@ -38,11 +37,13 @@ def grad_recorder() -> optax.GradientTransformation:
 
 
 def _step_cfg(r1_gamma, r1_interval, pl_weight, pl_interval):
-  t = ml_collections.ConfigDict(dict(
-      batch_size=N, r1_gamma=r1_gamma, r1_interval=r1_interval, pl_weight=pl_weight,
-      pl_interval=pl_interval, pl_decay=0.01, pl_batch_shrink=2, style_mixing_prob=0.0,
-      ema_kimg=1.0, ema_rampup=0.0))
-  return train_step.StepConfig.from_config(t, c_dim=0)
+  config = config_base.get_base_config()
+  config.schedule.batch_size = N
+  l = config.loss
+  l.r1_gamma, l.r1_interval, l.pl_weight, l.pl_interval = r1_gamma, r1_interval, pl_weight, pl_interval
+  l.pl_decay, l.pl_batch_shrink, l.style_mixing_prob = 0.01, 2, 0.0
+  config.ema.kimg, config.ema.rampup = 1.0, 0.0
+  return train_step.StepConfig.from_config(config, c_dim=0)
 
 
 @pytest.fixture(scope='module')

@@ -111,10 +111,10 @@ def test_sigterm_to_a_real_run_checkpoints_and_exits_0(fake_source, tmp_path):
   cmd = [sys.executable, '-m', 'gan_jax.main', '--config',
          str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', str(tmp_path / 'run'),
          f'--config.data.source_dir={src}', f'--config.data.data_dir={tmp_path / "tfds"}',
-         '--config.train.kimg=100.0', '--config.checkpoint.every_steps=100000',
+         '--config.schedule.kimg=100.0', '--config.checkpoint.every_steps=100000',
          '--config.log.every_steps=1', '--config.log.image_every_steps=100000',
-         '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-         '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
+         '--config.mesh.data=1', '--config.loss.style_mixing_prob=0.5',
+         '--config.ema.rampup=0.0', '--config.ema.kimg=0.02',
          *cli_flags(PLAIN)]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)

@@ -21,14 +21,14 @@ def _command(src, tfds_dir, workdir, every, steps):
   return [sys.executable, '-m', 'gan_jax.main', '--config',
           str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', str(workdir),
           f'--config.data.source_dir={src}', f'--config.data.data_dir={tfds_dir}',
-          f'--config.train.max_steps={steps}', '--config.train.kimg=100.0',
+          f'--config.schedule.max_steps={steps}', '--config.schedule.kimg=100.0',
           f'--config.checkpoint.every_steps={every}', '--config.log.every_steps=1',
           '--config.log.image_every_steps=100000',
-          '--config.mesh.data=1', '--config.train.style_mixing_prob=0.5',
-          '--config.train.ema_rampup=0.0', '--config.train.ema_kimg=0.02',
+          '--config.mesh.data=1', '--config.loss.style_mixing_prob=0.5',
+          '--config.ema.rampup=0.0', '--config.ema.kimg=0.02',
           # R1 in every D step, path length every other G step: both regularisers, the lazy
           # schedule and pl_mean cross the kill, with two step variants to trace per run (not 4).
-          '--config.train.r1_interval=1', '--config.train.pl_interval=2']
+          '--config.loss.r1_interval=1', '--config.loss.pl_interval=2']
 
 
 def _final_arrays(workdir):

@@ -50,7 +50,7 @@ def test_shellcheck_clean():
 
 def test_tpu_pod_dry_run_prints_every_step_in_order(tmp_path):
   _fake(tmp_path, 'gcloud', 'echo "gcloud must not run in a dry run" >&2; exit 99\n')
-  r = _run(['launch/tpu_pod.sh', 'all', *POD, '--dry-run', '--', '--config.train.kimg=100'],
+  r = _run(['launch/tpu_pod.sh', 'all', *POD, '--dry-run', '--', '--config.schedule.kimg=100'],
            path_dir=tmp_path)
   assert r.returncode == 0, r.stderr
   lines = [l for l in r.stdout.splitlines() if l.startswith('+ ')]
@@ -66,7 +66,7 @@ def test_tpu_pod_dry_run_prints_every_step_in_order(tmp_path):
   assert '--worker=all' in scp and '--worker=all' in install and "'.[tpu]'" in install
   assert '--worker=all' in run
   for part in ('python3 -m gan_jax.main', '--config=experiments/ffhq.py:256',
-               '--workdir=gs://bucket/ffhq256', '--distributed', '--config.train.kimg=100'):
+               '--workdir=gs://bucket/ffhq256', '--distributed', '--config.schedule.kimg=100'):
     assert part in run, part
   assert '--worker=0' in logs and 'tail' in logs
   assert '--quiet' in delete
@@ -85,7 +85,7 @@ for a in "$@"; do
   esac
 done
 ''')
-  r = _run(['launch/tpu_pod.sh', 'up', *POD, '--spot', '--', '--config.train.kimg=100'],
+  r = _run(['launch/tpu_pod.sh', 'up', *POD, '--spot', '--', '--config.schedule.kimg=100'],
            path_dir=tmp_path)
   assert r.returncode == 0, r.stderr
   calls = log.read_text().splitlines()
@@ -114,7 +114,7 @@ def test_tpu_pod_bad_input(args, message):
 def test_slurm_dry_run(tmp_path):
   _fake(tmp_path, 'srun', 'echo "srun must not run in a dry run" >&2; exit 99\n')
   r = _run(['launch/slurm_gpu.sbatch', '--config', 'experiments/ffhq.py', '--workdir',
-            '/shared/ffhq', '--port', '4321', '--dry-run', '--', '--config.train.kimg=5'],
+            '/shared/ffhq', '--port', '4321', '--dry-run', '--', '--config.schedule.kimg=5'],
            env_extra={'SLURM_JOB_NODELIST': 'gpu[03-04,07]', 'SLURM_NNODES': '3'},
            path_dir=tmp_path)
   assert r.returncode == 0, r.stderr

@@ -105,7 +105,7 @@ def test_remat_gives_the_same_regulariser_gradients(nets, policy):
 def test_step_config_carries_remat():
   config = config_base.load(os.path.join(ROOT, 'experiments/ffhq.py:tiny'),
                             {'train.remat': 'nothing_saveable'})
-  assert train_step_lib.StepConfig.from_config(config.train, 0).remat == 'nothing_saveable'
+  assert train_step_lib.StepConfig.from_config(config, 0).remat == 'nothing_saveable'
 
 
 def test_remat_train_step_matches_no_remat():
@@ -125,9 +125,10 @@ def test_remat_train_step_matches_no_remat():
   batch = {'image': reals, 'label': jnp.zeros((4,), jnp.int32)}
   new = {}
   for remat in ('none', 'nothing_saveable'):
-    t = config_base.get_base_config().train
-    t.batch_size, t.r1_interval, t.pl_interval, t.remat = 4, 2, 2, remat
-    cfg = train_step_lib.StepConfig.from_config(t, c_dim=0)
+    config = config_base.get_base_config()
+    config.schedule.batch_size, config.train.remat = 4, remat
+    config.loss.r1_interval = config.loss.pl_interval = 2
+    cfg = train_step_lib.StepConfig.from_config(config, c_dim=0)
     step = train_step_lib.make_train_step(G, D, record, record, cfg)
     new[remat] = jax.jit(step, static_argnums=(2, 3))(state, batch, True, True)
   assert float(new['none'][1]['loss/D_r1_penalty']) > 0

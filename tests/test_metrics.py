@@ -316,7 +316,7 @@ def test_fid_of_a_set_against_itself_is_zero_through_inception(fake_source, tmp_
 def tiny_workdir(fake_source, tmp_path_factory):
   """A one-checkpoint run of the tiny config (the train step as in tests/test_train.py)."""
   workdir = tmp_path_factory.mktemp('run') / 'w'
-  config = tiny_config(fake_source, **PLAIN, **{'train.max_steps': 2, 'checkpoint.every_steps': 2})
+  config = tiny_config(fake_source, **PLAIN, **{'schedule.max_steps': 2, 'checkpoint.every_steps': 2})
   train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   return workdir
 
@@ -357,7 +357,7 @@ def test_config_evals_write_metrics_jsonl(fake_source, tmp_path, monkeypatch):
   monkeypatch.setattr(periodic.PeriodicEvals, 'evaluator', cheap_evaluator)
   config = tiny_config(fake_source, **PLAIN, **{'evals.metrics': 'fid2k,kid2k',
                                                 'evals.every_kimg': 0.016, 'evals.max_images': 6,
-                                                'train.max_steps': 4})
+                                                'schedule.max_steps': 4})
   workdir = tmp_path / 'run'
   train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   records = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]

@@ -130,8 +130,8 @@ def _assert_close(a, b, what):
 
 def _overrides(tmp: Path, extra: dict) -> dict:
   return {'data.source_dir': str(tmp / 'src'), 'data.data_dir': str(tmp / 'tfds'),
-          'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0, 'train.ema_kimg': 0.02,
-          'train.kimg': 100.0, 'train.max_steps': N, 'log.every_steps': 1,
+          'loss.style_mixing_prob': 0.5, 'ema.rampup': 0.0, 'ema.kimg': 0.02,
+          'schedule.kimg': 100.0, 'schedule.max_steps': N, 'log.every_steps': 1,
           'log.image_every_steps': 100000, **extra}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from gan_jax import config_base
+from gan_jax import config_compat
 from gan_jax import models
 from gan_jax import progressive_step
 from gan_jax import schedule as schedule_lib
@@ -126,7 +127,7 @@ def test_stylegan2_step_reproduces_the_recorded_losses(recorded):
   G, D = models.build(config.model, 32, 1, 0)
   step_def = steps.make(config, G, D, 0)
   assert step_def.name == 'stylegan2'
-  cfg = train_step.StepConfig.from_config(config.train, 0, config.augment)
+  cfg = train_step.StepConfig.from_config(config, 0)
   inner = train_step.make_train_step(G, D, step_def.g_tx, step_def.d_tx, cfg)
 
   run = jax.jit(lambda s, b, d, r1, pl: inner(s, b, r1, pl, d), static_argnums=(3, 4))
@@ -148,7 +149,7 @@ def test_stylegan2_step_reproduces_the_recorded_losses(recorded):
 def test_d_draws_do_not_depend_on_path_length():
   config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny')
   G, _ = models.build(config.model, 32, 1, 0)
-  cfg = train_step.StepConfig.from_config(config.train, 0)
+  cfg = train_step.StepConfig.from_config(config, 0)
   key, labels = jax.random.PRNGKey(3), jnp.zeros((cfg.batch_size,), jnp.int32)
   with_pl = train_step.draw(key, G, cfg, labels, do_pl=True)
   without = train_step.draw(key, G, cfg, labels, do_pl=False)
@@ -165,9 +166,10 @@ def test_d_draws_do_not_depend_on_path_length():
 
 def test_progressive_draws_do_not_depend_on_path_length():
   config = config_base.load(str(REPO / 'experiments/ffhq_stylegan.py') + ':tiny',
-                            {'train.pl_weight': 2.0})
+                            {'loss.pl_weight': 2.0})
   G, _ = models.build(config.model, 32, 1, 0)
-  cfg = progressive_step.ProgressiveStepConfig.from_config(config.train, 0)
+  cfg = progressive_step.ProgressiveStepConfig.from_config(
+      config_compat.legacy_view(config).train, 0)
   key, labels = jax.random.PRNGKey(3), jnp.zeros((8,), jnp.int32)
   with_pl = progressive_step.draw(key, G, cfg, labels, 16, do_pl=True)
   without = progressive_step.draw(key, G, cfg, labels, 16, do_pl=False)
@@ -193,7 +195,7 @@ def test_registry_picks_the_step_from_the_loss():
   assert steps.name_for(fixed) == 'stylegan2'
   assert steps.name_for(progan) == 'wgan_gp'
   assert steps.name_for(style) == 'nonsaturating'
-  fixed.train.loss = 'hinge'
+  fixed.loss.name = 'hinge'
   with pytest.raises(ValueError, match="names no train step; known: nonsaturating, stylegan2, "
                      'wgan_gp'):
     steps.make(fixed, None, None, 0)
@@ -206,7 +208,7 @@ def test_fixed_resolution_is_the_one_stage_schedule():
   assert s.at(0) == s.at(10 ** 6) == (32, 1.0, 8)
   assert s.num_steps == 10 and s.done(10, 80) and not s.done(9, 72)
   assert s.replay(7) == 56 and s.position({}, 7) == (56, (32, True))
-  config.train.max_steps = 4
+  config.schedule.max_steps = 4
   assert schedule_lib.Schedule(config, 32).num_steps == 4
 
 
@@ -217,8 +219,9 @@ def run_progressive_as_recorded(spec: str) -> list[dict]:
   config = config_base.load(str(REPO / spec.split(':')[0]) + ':tiny')
   G, D = models.build(config.model, 32, 1, 0)
   step_def = steps.make(config, G, D, 0)
-  assert step_def.name == config.train.loss and step_def.variant(0) == (False,)
-  cfg = progressive_step.ProgressiveStepConfig.from_config(config.train, 0, config.augment)
+  assert step_def.name == config.loss.name and step_def.variant(0) == (False,)
+  cfg = progressive_step.ProgressiveStepConfig.from_config(
+      config_compat.legacy_view(config).train, 0, config.augment)
   inner = progressive_step.make_progressive_step(G, D, step_def.g_tx, step_def.d_tx, cfg)
 
   def legacy_step(state, batch, alpha, nimg, stage):

@@ -1,10 +1,10 @@
 """The lazy-regularisation Adam adjustment and the G_ema decay."""
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from gan_jax import config_base
 from gan_jax import optim
 from gan_jax import train_step
 from tests import numerics
@@ -63,11 +63,11 @@ def test_apply_update_replaces_nonfinite_gradients_as_nvidia():
 
 
 def _step_config(batch, ema_kimg, ema_rampup):
-  t = ml_collections.ConfigDict(dict(
-      batch_size=batch, r1_gamma=1.0, r1_interval=16, pl_weight=2.0, pl_interval=4,
-      pl_decay=0.01, pl_batch_shrink=2, style_mixing_prob=0.0, ema_kimg=ema_kimg,
-      ema_rampup=ema_rampup))
-  return train_step.StepConfig.from_config(t, c_dim=0)
+  config = config_base.get_base_config()
+  config.schedule.batch_size = batch
+  config.loss.r1_gamma, config.loss.style_mixing_prob = 1.0, 0.0
+  config.ema.kimg, config.ema.rampup = ema_kimg, ema_rampup
+  return train_step.StepConfig.from_config(config, c_dim=0)
 
 
 def test_ema_beta_has_the_configured_half_life():

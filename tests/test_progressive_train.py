@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from gan_jax import config_base
+from gan_jax import config_compat
 from gan_jax import config_check
 from gan_jax import augment
 from gan_jax import models
@@ -65,9 +66,10 @@ def progan_run():
   """Three ProGAN steps of the end-to-end test's networks (16 -> 32; the same executables, so
   the session's compilation cache serves the loop): stage 16, then 32 at alpha 0.25 and 0.75."""
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
-  assert (config.train.g_lr, config.train.adam_b1, config.train.adam_b2) == (LR, 0.0, 0.99)
+  assert (config.optim.g_lr, config.optim.adam_b1, config.optim.adam_b2) == (LR, 0.0, 0.99)
   G, D = models.build(config.model, 32, 1, 0)
-  step, state = _setup(G, D, progressive_step.ProgressiveStepConfig.from_config(config.train, 0))
+  step, state = _setup(G, D, progressive_step.ProgressiveStepConfig.from_config(
+      config_compat.legacy_view(config).train, 0))
   before = {'g': _copy(state.g_params), 'd': _copy(state.d_params), 'names': [
       jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.g_params)[0]]}
   state, m0 = step(state, _batch(16), np.float32(1.0), np.int32(0), 16, False)
@@ -274,19 +276,18 @@ def test_schedule_replay_sums_the_batches():
 
 
 @pytest.mark.parametrize('overrides, match', [
-    ({'progressive.default_batch_size': 12}, 'batch 12 at resolution the others must be '
-     'divisible by the 8 devices'),
-    ({'progressive.batch_sizes': '256:14'}, 'batch 14 at resolution 256 must be divisible by the '
+    ({'schedule.batch_size': 12}, 'config.schedule.batch_size=12 .*divisible by the 8 devices'),
+    ({'schedule.growing.batch_sizes': '256:14'}, 'batch 14 at resolution 256 must be divisible by the '
      '8 devices.*mesh.data'),
-    ({'progressive.enabled': False}, "'progan' trains only with config.progressive.enabled"),
-    ({'train.pl_weight': 2.0}, "0 with model 'progan': path length needs a w space"),
-    ({'progressive.fade_kimg': 0.0, 'progressive.stabilize_kimg': 0.0}, 'not both 0'),
-    ({'progressive.start_resolution': 6}, 'power of two'),
-    ({'train.loss': 'hinge'}, "'nonsaturating' or 'wgan_gp'"),
+    ({'schedule.growing.grow': False}, "'progan' trains only with config.schedule.growing.grow"),
+    ({'loss.pl_weight': 2.0}, "0 with model 'progan': path length needs a w space"),
+    ({'schedule.growing.fade_kimg': 0.0, 'schedule.growing.stabilize_kimg': 0.0}, 'not both 0'),
+    ({'schedule.growing.start_resolution': 6}, 'power of two'),
+    ({'loss.name': 'hinge'}, 'one of stylegan2, nonsaturating, wgan_gp'),
     ({'evals.metrics': 'fid2k,ppl2_wend'}, "without ppl for model 'progan'"),
-    ({'progressive.batch_sizes': '32:24', 'model.mbstd_group_size': 16},
+    ({'schedule.growing.batch_sizes': '32:24', 'model.mbstd_group_size': 16},
      'dividing the batch 24 at resolution 32'),
-    ({'progressive.batch_sizes': '32:x'}, 'RES:BATCH pairs'),
+    ({'schedule.growing.batch_sizes': '32:x'}, 'RES:BATCH pairs'),
 ])
 def test_config_check_refuses_bad_progressive_values(overrides, match):
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':fmnist', overrides)
@@ -301,15 +302,15 @@ def test_experiment_configs_validate():
     config_check.validate(config_base.load(str(REPO / 'experiments' / spec)), devices)
   # StyleGAN (w space) grows with path length and ADA; R1 stays in every D step.
   config_check.validate(config_base.load(str(REPO / 'experiments/ffhq_stylegan.py:tiny'), {
-      'train.pl_weight': 2.0, 'augment.pipe': 'bgc'}), 8)
+      'loss.pl_weight': 2.0, 'augment.pipe': 'bgc'}), 8)
   with pytest.raises(config_check.ConfigError, match='no lazy R1'):
     config_check.validate(config_base.load(str(REPO / 'experiments/ffhq_stylegan.py:tiny'),
-                                           {'train.r1_interval': 16}), 8)
-  with pytest.raises(config_check.ConfigError, match='wgan_gp.*progressive.enabled=True'):
+                                           {'loss.r1_interval': 16}), 8)
+  with pytest.raises(config_check.ConfigError, match='wgan_gp.*schedule.growing.grow=True'):
     config_check.validate(config_base.load(str(REPO / 'experiments/fashion_mnist.py'),
-                                           {'train.loss': 'wgan_gp'}), 8)
+                                           {'loss.name': 'wgan_gp'}), 8)
   paper = config_base.load(str(REPO / 'experiments/celebahq_progan.py'))
-  assert paper.data.name == 'celeb_a_hq/1024' and paper.train.wgan_drift == 0.001
+  assert paper.data.name == 'celeb_a_hq/1024' and paper.loss.wgan_drift == 0.001
   with pytest.raises(config_check.ConfigError, match='batch 14 at resolution 256'):
     config_check.validate(paper, 8)
 
@@ -331,8 +332,8 @@ def test_build_passes_each_model_only_its_arguments():
 
 def _loop_config(root, **overrides):
   base = {'data.source_dir': str(root / 'src'), 'data.data_dir': str(root / 'tfds'),
-          'progressive.start_resolution': 16, 'progressive.fade_kimg': 0.032,
-          'progressive.stabilize_kimg': 0.016, 'train.kimg': 0.064,
+          'schedule.growing.start_resolution': 16, 'schedule.growing.fade_kimg': 0.032,
+          'schedule.growing.stabilize_kimg': 0.016, 'schedule.kimg': 0.064,
           'checkpoint.every_steps': 5, 'log.image_every_steps': 4}
   base.update(overrides)
   return config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny', base)
@@ -349,7 +350,7 @@ def loop_runs(tmp_path_factory):
   dev = jax.devices()[:1]
   full = train.train_and_evaluate(_loop_config(root), str(root / 'full'), devices=dev)
   # Interrupted after step 5 (a checkpoint step, alpha 0.5), then the same command again.
-  train.train_and_evaluate(_loop_config(root, **{'train.max_steps': 5}), str(root / 'split'),
+  train.train_and_evaluate(_loop_config(root, **{'schedule.max_steps': 5}), str(root / 'split'),
                            devices=dev)
   resumed = train.train_and_evaluate(_loop_config(root), str(root / 'split'), devices=dev)
   return dict(root=root, full=full, resumed=resumed)
@@ -427,8 +428,9 @@ def test_evaluate_refuses_ppl_for_progan(loop_runs):
 def test_step_on_1_and_8_devices_agree():
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
   G, D = models.build(config.model, 32, 1, 0)
-  g_tx, d_tx = progressive_step.make_optimizers(config.train)
-  step_cfg = progressive_step.ProgressiveStepConfig.from_config(config.train, 0)
+  g_tx, d_tx = progressive_step.make_optimizers(config_compat.legacy_view(config).train)
+  step_cfg = progressive_step.ProgressiveStepConfig.from_config(
+      config_compat.legacy_view(config).train, 0)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_mesh(config.mesh, devices)

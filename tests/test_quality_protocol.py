@@ -93,7 +93,7 @@ def test_untrained_run_scores_fid_as_defined_and_caches_the_reals(fake_source, t
   real.append(tiny_features_np(TINY_PARAMS, reals))
   for row in rows:
     overrides = dict(quality_protocol.parse_overrides(_data_flags(fake_source)),
-                     seed=row['seed'], **{'train.kimg': 0.0})
+                     seed=row['seed'], **{'schedule.kimg': 0.0})
     config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', overrides)
     G, variables = quality_protocol.untrained_generator(config)
     z = np.stack([np.random.RandomState(s).randn(G.z_dim) for s in range(NUM)]).astype(np.float32)
@@ -115,7 +115,7 @@ def test_trained_run_goes_through_gan_jax_main(fake_source, tmp_path):
   argv = ['--seeds', '3', '--kimg', '0.016', '--config', 'experiments/fashion_mnist.py:tiny',
           '--root', str(tmp_path / 'runs'), '--results', str(results), '--num_images', str(NUM),
           '--batch_size', '4', '--cache_dir', str(tmp_path / 'stats')]
-  for flag in _data_flags(fake_source) + ['train.r1_interval=0', 'train.pl_interval=0']:
+  for flag in _data_flags(fake_source) + ['loss.r1_interval=0', 'loss.pl_interval=0']:
     argv += ['--set', flag]
   quality_protocol.main(argv, extractor=tiny_extractor(_mesh(), batch_size=4))
   row = json.loads(results.read_text())

@@ -32,8 +32,8 @@ def workdir(tmp_path_factory):
   write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
   config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', {
       'data.source_dir': str(root / 'src'), 'data.data_dir': str(root / 'tfds'),
-      'train.max_steps': 1, 'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0,
-      'train.ema_kimg': 0.02, 'mesh.data': 1, **PLAIN})
+      'schedule.max_steps': 1, 'loss.style_mixing_prob': 0.5, 'ema.rampup': 0.0,
+      'ema.kimg': 0.02, 'mesh.data': 1, **PLAIN})
   train.train_and_evaluate(config, str(root / 'run'))
   return root / 'run'
 

@@ -29,7 +29,7 @@ def fake_source(tmp_path_factory):
 
 # No lazy regulariser: one train-step variant to trace and compile per run. For the tests of the
 # loop, tools and processes; the regularised variants are tested here.
-PLAIN = {'train.r1_interval': 0, 'train.pl_interval': 0}
+PLAIN = {'loss.r1_interval': 0, 'loss.pl_interval': 0}
 
 
 def cli_flags(overrides: dict) -> list[str]:
@@ -41,7 +41,7 @@ def tiny_config(fake_source, **overrides):
   # Every test shares these settings, so the single-device train steps compile once per session
   # (tests/conftest.py keeps a persistent compilation cache).
   base = {'data.source_dir': str(fake_source / 'src'), 'data.data_dir': str(fake_source / 'tfds'),
-          'train.style_mixing_prob': 0.5, 'train.ema_rampup': 0.0, 'train.ema_kimg': 0.02}
+          'loss.style_mixing_prob': 0.5, 'ema.rampup': 0.0, 'ema.kimg': 0.02}
   base.update(overrides)
   return config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':tiny', base)
 
@@ -75,19 +75,19 @@ def _run_steps(config, devices, num_steps, keep_states=False):
   `keep_states` the host copy of the state after every step as a third element."""
   info = pipeline.dataset_info(config.data)
   G, D, c_dim = train.build(config, info)
-  g_tx, d_tx = optim.make_optimizers(config.train)
+  g_tx, d_tx = optim.make_optimizers(config)
   mesh = sharding.make_mesh(config.mesh, devices)
   rep, bshard = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   sshard = sharding.state_sharding(mesh, state_lib.abstract(G, D, g_tx, d_tx, c_dim))
   state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k),
                   out_shardings=sshard)(jax.random.PRNGKey(config.seed))
-  cfg = train_step_lib.StepConfig.from_config(config.train, c_dim)
+  cfg = train_step_lib.StepConfig.from_config(config, c_dim)
   step_fn = train_step_lib.jit_train_step(
       train_step_lib.make_train_step(G, D, g_tx, d_tx, cfg, bshard), sshard, bshard, rep)
   all_metrics, states = [], []
-  with pipeline.InputPipeline(config.data, config.train.batch_size, config.seed, 0, 1) as data:
+  with pipeline.InputPipeline(config.data, config.schedule.batch_size, config.seed, 0, 1) as data:
     for step in range(num_steps):
-      batch = sharding.global_batch(next(data), bshard, config.train.batch_size)
+      batch = sharding.global_batch(next(data), bshard, config.schedule.batch_size)
       state, metrics = step_fn(state, batch, *cfg.regularize(step))
       all_metrics.append(metrics)
       if keep_states:
@@ -176,9 +176,9 @@ def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
 def test_interrupted_and_resumed_equals_uninterrupted(fake_source, tmp_path):
   config = tiny_config(fake_source, **{'checkpoint.every_steps': 3})
   full = train.train_and_evaluate(config, str(tmp_path / 'full'), devices=jax.devices()[:1])
-  config.train.max_steps = 6  # "interrupted" after step 6 (a checkpoint step)
+  config.schedule.max_steps = 6  # "interrupted" after step 6 (a checkpoint step)
   train.train_and_evaluate(config, str(tmp_path / 'split'), devices=jax.devices()[:1])
-  config.train.max_steps = 0
+  config.schedule.max_steps = 0
   resumed = train.train_and_evaluate(config, str(tmp_path / 'split'), devices=jax.devices()[:1])
   assert int(full.step) == int(resumed.step) == 10
   for a, b in zip(_leaves(full), _leaves(resumed)):

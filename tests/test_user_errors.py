@@ -51,14 +51,14 @@ def test_missing_config_file_is_one_line(tmp_path):
   assert 'experiments/nope.py: no such file' in line
   # The same with an override, which ml_collections applies to the missing config at parse time.
   line = _error_line(_cli('gan_jax.main', '--config', 'experiments/nope.py', '--workdir',
-                          str(tmp_path / 'w'), '--config.train.g_lr=0.1'))
+                          str(tmp_path / 'w'), '--config.optim.g_lr=0.1'))
   assert 'experiments/nope.py: no such file' in line
 
 
 def test_impossible_config_value_is_one_line_without_tpu_noise(tmp_path):
-  result = _cli('gan_jax.main', *_tiny('--config.train.g_lr=inf', '--config.train.max_steps=1'),
+  result = _cli('gan_jax.main', *_tiny('--config.optim.g_lr=inf', '--config.schedule.max_steps=1'),
                 '--workdir', str(tmp_path / 'w'))
-  assert 'config.train.g_lr=inf is not allowed' in _error_line(result)
+  assert 'config.optim.g_lr=inf is not allowed' in _error_line(result)
   # JAX started a device (the mesh is made before validation) without loading libtpu.
   for noise in LIBTPU_NOISE:
     assert noise not in result.stderr, result.stderr[-3000:]
@@ -74,10 +74,10 @@ def test_unknown_override_key_and_bad_flag_are_one_line(tmp_path):
 
 def test_verbose_switch_shows_the_traceback(tmp_path):
   # (--verbose_errors does the same: test_run_prints_user_errors_as_one_line_and_keeps_bugs.)
-  result = _cli('gan_jax.main', *_tiny('--config.train.kimg=inf'), '--workdir',
+  result = _cli('gan_jax.main', *_tiny('--config.schedule.kimg=inf'), '--workdir',
                 str(tmp_path / 'w'), **{cli_errors.VERBOSE_ENV: '1'})
   assert result.returncode != 0
-  assert 'Traceback' in result.stderr and 'ConfigError: config.train.kimg=inf' in result.stderr
+  assert 'Traceback' in result.stderr and 'ConfigError: config.schedule.kimg=inf' in result.stderr
 
 
 @pytest.mark.parametrize('module,args', [

@@ -26,7 +26,7 @@ def _workdir_with_checkpoint(tmp_path, config):
 
 def test_same_experiment_resumes_even_with_other_run_lengths(tmp_path):
   workdir = _workdir_with_checkpoint(tmp_path, _config())
-  workdir_lib.check_compatible(workdir, _config(**{'train.kimg': 5.0}), start_over=False)
+  workdir_lib.check_compatible(workdir, _config(**{'schedule.kimg': 5.0}), start_over=False)
 
 
 def test_another_experiment_is_refused_naming_what_differs(tmp_path):
