@@ -97,6 +97,21 @@ def _old_loss(value: str, growing: bool) -> str:
   return 'stylegan2' if value == 'nonsaturating' and not growing else value
 
 
+def _drop_unused_batch(config) -> None:
+  """Both old batch keys set, differently: keep the one the run used (the growing loop read
+  progressive.default_batch_size, the fixed-resolution one train.batch_size), drop the other."""
+  fixed, growing = _get(config, 'train.batch_size'), _get(config, 'progressive.default_batch_size')
+  if fixed is None or growing is None or fixed == growing:
+    return
+  grow = _get(config, 'progressive.enabled', config.schedule.growing.grow)
+  unused, used = ('train.batch_size', 'progressive.default_batch_size') if grow else (
+      'progressive.default_batch_size', 'train.batch_size')
+  logging.warning("config.%s is deprecated: use config.schedule.batch_size; its value %r is "
+                  "dropped (the run's batch was config.%s=%r).", unused, _get(config, unused),
+                  used, _get(config, used))
+  _set(config, unused, None)
+
+
 def migrate(config: ml_collections.ConfigDict,
             overrides: Optional[Iterable[str]] = None) -> ml_collections.ConfigDict:
   """Moves every old key that is set to its new key (in place; returns `config`).
@@ -111,6 +126,7 @@ def migrate(config: ml_collections.ConfigDict,
   from gan_jax import config_base  # pylint: disable=g-import-not-at-top (config_base imports us)
   overrides = set(overrides or ())
   base = config_base.get_base_config()
+  _drop_unused_batch(config)
   moved = {}
   for old in _ORDER:
     value = _get(config, old)
@@ -119,22 +135,10 @@ def migrate(config: ml_collections.ConfigDict,
     new = RENAMED[old]
     if old == 'train.loss':
       value = _old_loss(value, bool(config.schedule.growing.grow))
-    if (old == 'train.batch_size' and 'progressive.default_batch_size' in moved
-        and moved['progressive.default_batch_size'] != value):
-      # Both old batch keys: the growing loop read progressive.default_batch_size, the fixed
-      # resolution one train.batch_size; keep the one the run used, as before.
-      unused = 'train.batch_size' if config.schedule.growing.grow else (
-          'progressive.default_batch_size')
-      logging.warning('config.train.batch_size and config.progressive.default_batch_size are '
-                      'deprecated: use config.schedule.batch_size; %s (%r) was not used by this '
-                      'run and is dropped.', unused, _get(config, unused, moved.get(unused)))
-      if unused == 'progressive.default_batch_size':
-        config.schedule.batch_size = value
-      _set(config, old, None)
-      continue
     current, default = _get(config, new), _get(base, new)
     old_cli, new_cli = old in overrides, new in overrides
-    if current != value and (old_cli == new_cli) and current != default:
+    if current != value and ((old_cli and new_cli) or
+                             (not old_cli and not new_cli and current != default)):
       raise RenamedKeyError(
           f'config.{old}={value!r} and config.{new}={current!r} are both set: config.{old} is '
           f'the deprecated name of config.{new}; set only config.{new}.')
