@@ -155,7 +155,7 @@ def _unloadable_config(name: str, path: str, error: BaseException) -> str:
 
 
 def _unknown_key(error: BaseException, argv: list[str]) -> str:
-  """'--config.train.g_lrr: the config has no key 'g_lrr'. Did you mean "g_lr" ...?'"""
+  """'--config.optim.g_lrr: the config has no key 'g_lrr'. Did you mean "g_lr" ...?'"""
   message = error
   while isinstance(message, BaseException) and message.args:  # AttributeError(KeyError(text))
     message = message.args[0]

@@ -75,7 +75,7 @@ def kimg_to_reach(resolution: int, start_resolution: int = 4, fade_kimg: float =
 
 
 def parse_batch_sizes(text: str) -> dict[int, int]:
-  """'256:14,512:6,1024:3' -> {256: 14, 512: 6, 1024: 3} (config.progressive.batch_sizes);
+  """'256:14,512:6,1024:3' -> {256: 14, 512: 6, 1024: 3} (config.schedule.growing.batch_sizes);
   '' -> {}. Resolutions must be powers of two >= 4, batches positive."""
   out = {}
   for part in text.replace(' ', '').split(','):
