@@ -196,4 +196,10 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     for p in parents:
       node = node[p]
     node[leaf] = value
-  return config_compat.migrate(config, overrides or {})
+  return migrate(config, overrides or {})
+
+
+def migrate(config: ml_collections.ConfigDict, overrides=()) -> ml_collections.ConfigDict:
+  """Moves the deprecated keys that are set to their new place, with a warning each
+  (`config_compat.migrate`; `overrides`: the keys given on the command line)."""
+  return config_compat.migrate(config, get_base_config(), overrides)

@@ -3,8 +3,8 @@
 The old keys keep working for one release. The base config holds each one as a placeholder of
 value None (typed, so `--config.train.r1_gamma=1` still parses); `migrate` moves every old key
 that was set to its new place, logs one warning per key naming the new key, and puts the
-placeholder back to None. Configs are migrated where they are loaded (gan_jax.main, gan_jax.aot,
-`config_base.load`) and again, idempotently, when training starts.
+placeholder back to None. Configs are migrated (`config_base.migrate`) where they are loaded
+(gan_jax.main, gan_jax.aot, `config_base.load`) and again, idempotently, when training starts.
 
 When an old key and its new key are both set to different values, which one wins:
   * set on the command line (or in `config_base.load`'s overrides) beats set in the file;
@@ -112,20 +112,20 @@ def _drop_unused_batch(config) -> None:
   _set(config, unused, None)
 
 
-def migrate(config: ml_collections.ConfigDict,
+def migrate(config: ml_collections.ConfigDict, base: ml_collections.ConfigDict,
             overrides: Optional[Iterable[str]] = None) -> ml_collections.ConfigDict:
   """Moves every old key that is set to its new key (in place; returns `config`).
+  `config_base.migrate` calls it with the base config.
 
   Args:
     config: a config built from `config_base.get_base_config()`.
+    base: the base config (its values are the defaults: a new key that differs was set).
     overrides: the dotted keys set on the command line (config_flags.get_override_values), or in
       `config_base.load`'s overrides; they win over values set in the experiment file.
   Raises:
     RenamedKeyError: an old and a new key set to different values at the same level.
   """
-  from gan_jax import config_base  # pylint: disable=g-import-not-at-top (config_base imports us)
   overrides = set(overrides or ())
-  base = config_base.get_base_config()
   _drop_unused_batch(config)
   moved = {}
   for old in _ORDER:
@@ -159,11 +159,10 @@ def migrate(config: ml_collections.ConfigDict,
   return config
 
 
-def upgrade_saved(saved: dict) -> dict:
+def upgrade_saved(saved: dict, base: dict) -> dict:
   """A config.json's dict (from any version) in the current layout: old keys moved to their new
-  place (the new key wins when both are there), keys it lacks filled with the base defaults (a
-  key added later defaults to the earlier behaviour)."""
-  from gan_jax import config_base  # pylint: disable=g-import-not-at-top
+  place (the new key wins when both are there), keys it lacks filled with those of `base` (the
+  base config's dict: a key added later defaults to the earlier behaviour)."""
   saved = copy.deepcopy(saved)
   for old in _ORDER:
     value = _get(saved, old)
@@ -180,7 +179,7 @@ def upgrade_saved(saved: dict) -> dict:
     for part in parents:
       node = node.setdefault(part, {})
     node[leaf] = value
-  return _fill(saved, config_base.get_base_config().to_dict())
+  return _fill(saved, base)
 
 
 def _fill(tree: dict, defaults: dict) -> dict:

@@ -17,7 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from gan_jax import cli_errors
-from gan_jax import config_compat
+from gan_jax import config_base
 from gan_jax import train
 
 FLAGS = flags.FLAGS
@@ -72,7 +72,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = cli_errors.config_flag('config')  # a missing config file: one line, before JAX starts
-  config_compat.migrate(config, config_flags.get_override_values(FLAGS['config']))
+  config_base.migrate(config, config_flags.get_override_values(FLAGS['config']))
   std_logging.getLogger().addFilter(_DropLibraryChatter())
   for handler in std_logging.getLogger().handlers:
     handler.addFilter(_DropLibraryChatter())

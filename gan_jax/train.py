@@ -32,7 +32,7 @@ from etils import epath
 
 from gan_jax import checkpointing
 from gan_jax import config_check
-from gan_jax import config_compat
+from gan_jax import config_base
 from gan_jax import guard
 from gan_jax import images as images_lib
 from gan_jax import models
@@ -92,7 +92,7 @@ def sharded_step(config, mesh, G, D, c_dim: int) -> ShardedStep:
 
 def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Device]] = None):
   """Trains (resuming from the workdir when it holds checkpoints); returns the final state."""
-  config_compat.migrate(config)  # deprecated keys set after loading (a no-op once migrated)
+  config_base.migrate(config)  # deprecated keys set after loading (a no-op once migrated)
   if '://' not in str(workdir):
     workdir = os.path.abspath(workdir)  # Orbax wants absolute paths; keep gs://... as given
   workdir_path = epath.Path(workdir)

@@ -11,6 +11,7 @@ import time
 from absl import logging
 from etils import epath
 
+from gan_jax import config_base
 from gan_jax import config_compat
 
 # The config sections whose change makes existing checkpoints another experiment's.
@@ -41,7 +42,8 @@ def identity_diff(old: dict, new: dict) -> list[str]:
   """'key: old -> new' for every identity key that differs between two config dicts. Both are
   read in the current layout (`config_compat.upgrade_saved`): a config.json written before a key
   moved or existed names the same experiment as today's config of the same values."""
-  old, new = config_compat.upgrade_saved(old), config_compat.upgrade_saved(new)
+  base = config_base.get_base_config().to_dict()
+  old, new = config_compat.upgrade_saved(old, base), config_compat.upgrade_saved(new, base)
   a, b = {}, {}
   for key in IDENTITY_KEYS:
     _flatten(key, _get(old, key), a)

@@ -60,8 +60,8 @@ def _parse_cli(spec: str, *overrides: str):
   config_flags.DEFINE_config_file('config', None, flag_values=flag_values, lock_config=True,
                                   sys_argv=argv)
   flag_values(argv)
-  return config_compat.migrate(flag_values.config,
-                               config_flags.get_override_values(flag_values['config']))
+  return config_base.migrate(flag_values.config,
+                             config_flags.get_override_values(flag_values['config']))
 
 
 def test_every_deprecated_key_maps_to_an_existing_new_key():
@@ -105,7 +105,7 @@ def test_old_key_on_the_command_line_moves_with_a_warning(caplog):
       'config.train.r1_gamma is deprecated: use config.loss.r1_gamma; moved its value there.']
   # The command line beats the file: fashion_mnist.py sets loss.r1_gamma = 1.0 itself.
   assert config_base.load(str(REPO / 'experiments/fashion_mnist.py:tiny')).loss.r1_gamma == 1.0
-  config_compat.migrate(config)  # idempotent: nothing left to move, nothing warned
+  config_base.migrate(config)  # idempotent: nothing left to move, nothing warned
   assert len(_warnings(caplog)) == 3
 
 
@@ -210,12 +210,13 @@ def test_a_workdir_of_the_old_layout_resumes_as_the_same_experiment(tmp_path, na
 
 def test_upgrade_saved_moves_the_old_keys_of_a_config_json():
   saved = json.loads((OLD / 'ffhq_stylegan_tiny.config.json').read_text())
-  up = config_compat.upgrade_saved(saved)
+  base = config_base.get_base_config().to_dict()
+  up = config_compat.upgrade_saved(saved, base)
   assert up['schedule']['growing']['grow'] is True and up['loss']['name'] == 'nonsaturating'
   assert up['schedule']['batch_size'] == saved['progressive']['default_batch_size'] == 8
   assert up['model']['w_avg_beta'] == 0.995 and up['ema']['kimg'] == saved['train']['ema_kimg']
   fixed = config_compat.upgrade_saved(json.loads(
-      (OLD / 'fashion_mnist_tiny.config.json').read_text()))
+      (OLD / 'fashion_mnist_tiny.config.json').read_text()), base)
   assert fixed['loss']['name'] == 'stylegan2' and fixed['schedule']['batch_size'] == 8
 
 

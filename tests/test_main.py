@@ -23,7 +23,7 @@ def test_every_experiment_has_a_tiny_variant_for_the_cpu(name):
   tiny = config_base.load(str(REPO / 'experiments' / name) + ':tiny')
   assert tiny.schedule.batch_size % 8 == 0, 'runs on 1, 2, 4 or 8 devices'
   assert tiny.data.name in ('fashion_mnist_local', 'lfw_faces'), 'tiny variants use embedded data'
-  assert train.total_steps(tiny.train) <= 20
+  assert train.total_steps(tiny) <= 20
   assert config.schedule.kimg > tiny.schedule.kimg
   with pytest.raises(Exception, match='Unknown variant'):
     config_base.load(str(REPO / 'experiments' / name) + ':nonsense')
@@ -43,7 +43,7 @@ def test_main_trains_resumes_and_writes_the_resolved_config(tmp_path):
   # A relative --workdir, as users type it (Orbax itself needs absolute paths).
   cmd = [sys.executable, '-m', 'gan_jax.main', '--config',
          str(REPO / 'experiments/fashion_mnist.py') + ':tiny', '--workdir', 'run', f'--config.data.source_dir={src}',
-         f'--config.data.data_dir={tmp_path / "tfds"}', '--config.schedule.max_steps=2',
+         f'--config.data.data_dir={tmp_path / "tfds"}', '--config.train.max_steps=2',  # old key
          '--config.checkpoint.every_steps=1', '--config.log.every_steps=1',
          # As tests/test_guard.py's runs (no lazy regulariser: one step variant), so the compiled
          # step comes from the shared cache.
@@ -53,11 +53,14 @@ def test_main_trains_resumes_and_writes_the_resolved_config(tmp_path):
   out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'step 2  kimg 0.02  sec/kimg' in out.stderr and 'ETA' in out.stderr
+  assert ('config.train.max_steps is deprecated: use config.schedule.max_steps; moved its value '
+          'there.') in out.stderr  # issue 17: a renamed key keeps working for one release
   saved = json.loads((workdir / 'config.json').read_text())
-  assert saved['train']['max_steps'] == 2  # the override reached the run
+  assert saved['schedule']['max_steps'] == 2  # the override reached the run
+  assert saved['train']['max_steps'] is None
   assert (workdir / 'checkpoints' / '2').is_dir()
   # The same command with a longer budget continues from step 2 instead of starting over.
-  cmd[cmd.index('--config.schedule.max_steps=2')] = '--config.schedule.max_steps=3'
+  cmd[cmd.index('--config.train.max_steps=2')] = '--config.schedule.max_steps=3'
   out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'workdir checkpoint at step 2' in out.stderr
