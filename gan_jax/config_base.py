@@ -1,8 +1,21 @@
 """The shared base of every experiment config.
 
-Experiment files in `experiments/` start from `get_base_config()` and change only what differs.
+Experiment files in `experiments/` start from `get_base_config()` and change only what differs;
+their `:tiny` variants start from `apply_tiny`. One section per thing the config drives:
+
+  model      G and D (gan_jax.models.build)
+  data       the dataset and the input pipeline (gan_jax.data.pipeline)
+  loss       the loss and its regularisers; loss.name picks the train step (gan_jax.steps)
+  optim      Adam of G and D (gan_jax.optim)
+  ema        G_ema's half-life
+  schedule   run length, batch, progressive growing (gan_jax.schedule)
+  train      the step's mechanics: rematerialisation, what a NaN does
+  augment    ADA (gan_jax.augment)
+  mesh, checkpoint, log, evals
+
 Units follow NVIDIA's StyleGAN2-ADA: run lengths and EMA half-life in kimg (thousands of real images
-shown to D), R1 strength as gamma.
+shown to D), R1 strength as gamma. Keys that moved to these sections keep working for one release
+(gan_jax.config_compat).
 """
 
 import ml_collections
