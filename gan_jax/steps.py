@@ -23,7 +23,6 @@ from gan_jax import train_step
 MakeStep = Callable[..., step_common.Step]
 
 
-
 def _progressive_make_step(G, D, config, c_dim, batch_sharding=None):
   # progressive_step still reads the keys of config.train from before the config's sections
   # (issue 17): hand it a view that has them, until it reads config.loss / optim / ema.
@@ -36,11 +35,6 @@ REGISTRY: dict[str, MakeStep] = {
     'nonsaturating': _progressive_make_step,
     'wgan_gp': _progressive_make_step,
 }
-
-
-def growing(config) -> bool:
-  """Whether the config trains with progressive growing."""
-  return bool(config.schedule.growing.grow)
 
 
 def name_for(config) -> str:
