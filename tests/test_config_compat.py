@@ -239,3 +239,8 @@ def test_model_w_avg_beta_drives_the_tracked_average(name):
     got[beta] = np.asarray(mutated['buffers']['mapping']['w_avg'])
     np.testing.assert_allclose(got[beta], (1 - beta) * mean, rtol=1e-4, atol=1e-6)
   assert np.abs(got[0.5] - got[0.995]).max() > 10 * np.abs(got[0.995]).max()
+
+
+def test_the_checked_loss_names_are_the_registrys():
+  assert set(config_check.LOSSES) == set(steps.REGISTRY)
+  assert set(config_check.GROWING_LOSSES) < set(steps.REGISTRY)
