@@ -310,7 +310,7 @@ def test_train_step_with_ada_updates_p(fake_source):  # pylint: disable=redefine
   g_tx, d_tx = optim.make_optimizers(config)
   state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k, config.augment.p))(
       jax.random.PRNGKey(0))
-  cfg = train_step_lib.StepConfig.from_config(config, c_dim, config.augment)
+  cfg = train_step_lib.StepConfig.from_config(config, c_dim)
   assert cfg.augment == augment.PRESETS['bgc'] and cfg.ada_target == 0.6
   step_fn = jax.jit(train_step_lib.make_train_step(G, D, g_tx, d_tx, cfg), static_argnums=(2, 3))
   with pipeline.InputPipeline(config.data, config.schedule.batch_size, 0, 0, 1) as data:

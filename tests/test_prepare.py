@@ -57,7 +57,7 @@ def data_config(name, data_dir):
   return ml_collections.ConfigDict(dict(
       name=name, data_dir=str(data_dir), split='train', xflip=False,
       num_workers=1, prefetch=2,
-      source_dir='/usr/share/datasets/fashion-mnist'))
+      source_dir=''))  # the builders' own defaults, as the base config
 
 
 def records(builder):

@@ -64,11 +64,11 @@ def test_latents_are_nvidia_generate_py_seeds():
 
 def test_nvidia32_holds_the_protocol_hyperparameters():
   config = config_base.load(str(REPO / 'experiments/fashion_mnist.py') + ':nvidia32')
-  m, t = config.model, config.train
+  m, l, o, s = config.model, config.loss, config.optim, config.schedule
   assert (m.name, m.z_dim, m.w_dim, m.mapping_layers, m.channel_base, m.channel_max,
           m.mbstd_group_size, m.conv_clamp) == ('stylegan2', 512, 512, 2, 4096, 128, 4, 256)
-  assert (t.batch_size, t.g_lr, t.d_lr, t.r1_gamma, t.r1_interval, t.pl_weight, t.pl_interval,
-          t.style_mixing_prob, t.ema_kimg, t.ema_rampup, t.kimg) == (
+  assert (s.batch_size, o.g_lr, o.d_lr, l.r1_gamma, l.r1_interval, l.pl_weight, l.pl_interval,
+          l.style_mixing_prob, config.ema.kimg, config.ema.rampup, s.kimg) == (
               32, 0.0025, 0.0025, 0.1, 16, 2.0, 4, 0.9, 10.0, 0.05, 10.0)
   assert config.data.xflip and config.data.name == 'fashion_mnist_local' and config.seed == 0
 

@@ -147,7 +147,7 @@ def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
   state = train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   assert int(state.step) == 10  # kimg 0.08 at batch 8
   saved = json.loads((workdir / 'config.json').read_text())
-  assert saved['train']['batch_size'] == 8 and saved['data']['name'] == 'fashion_mnist_local'
+  assert saved['schedule']['batch_size'] == 8 and saved['data']['name'] == 'fashion_mnist_local'
   pngs = sorted(p.name for p in workdir.glob('samples_*.png'))
   assert pngs == ['samples_0000000.png', 'samples_0000005.png', 'samples_0000010.png']
   from PIL import Image  # pylint: disable=g-import-not-at-top
