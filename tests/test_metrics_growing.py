@@ -210,7 +210,7 @@ def test_periodic_run_records_stage_and_alpha(fake_source, tmp_path, monkeypatch
   monkeypatch.setattr(periodic.PeriodicEvals, 'evaluator', lambda self: evaluator)
   writer = _Writer()
   evals = periodic.PeriodicEvals(config, tmp_path, _mesh(8), G, writer)
-  # Images shown, not step * train.batch_size: every 16 images with batches of 8.
+  # Images shown, not step * schedule.batch_size: every 16 images with batches of 8.
   assert evals.due(48, 8, False) and not evals.due(40, 8, False)
   assert evals.due(40, 8, True)  # the last step
   results = evals.run(variables['params'], variables['buffers'], 5, stage=16, alpha=0.25,
@@ -235,8 +235,8 @@ def progressive_workdir(fake_source, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('progressive') / 'w'
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny', {
       'data.source_dir': str(fake_source / 'src'), 'data.data_dir': str(fake_source / 'tfds'),
-      'progressive.start_resolution': 16, 'progressive.fade_kimg': 0.032,
-      'progressive.stabilize_kimg': 0.016, 'train.kimg': 0.064, 'train.max_steps': 5,
+      'schedule.growing.start_resolution': 16, 'schedule.growing.fade_kimg': 0.032,
+      'schedule.growing.stabilize_kimg': 0.016, 'schedule.kimg': 0.064, 'schedule.max_steps': 5,
       'checkpoint.every_steps': 5, 'log.image_every_steps': 4})
   train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   return workdir
