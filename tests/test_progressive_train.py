@@ -277,8 +277,8 @@ def test_schedule_replay_sums_the_batches():
 
 @pytest.mark.parametrize('overrides, match', [
     ({'schedule.batch_size': 12}, 'config.schedule.batch_size=12 .*divisible by the 8 devices'),
-    ({'schedule.growing.batch_sizes': '256:14'}, 'batch 14 at resolution 256 must be divisible by the '
-     '8 devices.*mesh.data'),
+    ({'schedule.growing.batch_sizes': '256:14'}, 'batch 14 at resolution 256 must be divisible by '
+     'the 8 devices.*mesh.data'),
     ({'schedule.growing.grow': False}, "'progan' trains only with config.schedule.growing.grow"),
     ({'loss.pl_weight': 2.0}, "0 with model 'progan': path length needs a w space"),
     ({'schedule.growing.fade_kimg': 0.0, 'schedule.growing.stabilize_kimg': 0.0}, 'not both 0'),
