@@ -189,21 +189,3 @@ def _fill(tree: dict, defaults: dict) -> dict:
     elif tree.get(key) is None:
       tree[key] = default
   return tree
-
-
-def legacy_view(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` whose config.train also holds the old keys, filled from their new places.
-
-  Only for gan_jax.progressive_step until it reads the new sections (steps.REGISTRY); remove
-  with the old keys.
-  """
-  view = copy.deepcopy(config)
-  view.unlock()
-  for old, new in RENAMED.items():
-    if old.startswith('train.'):
-      value = _get(config, new)
-      if old == 'train.loss':
-        value = config.loss.name
-      _set(view, old, value)
-  return view
-

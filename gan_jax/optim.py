@@ -67,19 +67,11 @@ def adam_lazy(lr: float, b1: float, b2: float, eps: float, interval: int,
   return adam(lr * c, b1 ** c, b2 ** c, eps)
 
 
-def _sections(config):
-  """(config.optim, config.loss); a flat config.train of the old keys (`config_compat.legacy_view`,
-  which progressive_step reads until it moves to the sections) serves as both."""
-  if 'optim' in config:
-    return config.optim, config.loss
-  return config, config
-
-
 def make_optimizers(config, lazy_d: bool = True):
   """(G optimizer, D optimizer) from config.optim, with the lazy intervals of config.loss: G
   lazy for path length, D lazy for R1 (`lazy_d`; False for the steps whose D penalty runs in
   every D update, StyleGAN's R1 and ProGAN's gradient penalty)."""
-  o, l = _sections(config)
+  o, l = config.optim, config.loss
   g_tx = adam_lazy(o.g_lr, o.adam_b1, o.adam_b2, o.adam_eps, l.pl_interval, l.pl_weight)
   if lazy_d:
     d_tx = adam_lazy(o.d_lr, o.adam_b1, o.adam_b2, o.adam_eps, l.r1_interval, l.r1_gamma)
@@ -90,7 +82,7 @@ def make_optimizers(config, lazy_d: bool = True):
 
 def effective_hparams(config, lazy_d: bool = True) -> dict:
   """The learning rates and betas actually used, for logging."""
-  o, l = _sections(config)
+  o, l = config.optim, config.loss
   cg = lazy_ratio(l.pl_interval, l.pl_weight)
   cd = lazy_ratio(l.r1_interval, l.r1_gamma) if lazy_d else 1.0
   return {'g_lr': o.g_lr * cg, 'd_lr': o.d_lr * cd,

@@ -15,7 +15,7 @@ of the official ProGAN and StyleGAN training loops:
           StyleGAN2's path length at the stage, as its own lazy G update (weight
           pl_weight * pl_interval, G's Adam lazy: `optim.make_optimizers`); with interval 1 it
           joins G main's update. pl_mean (the state's) carries over from stage to stage.
-  EMA:    G_ema with half-life config.train.ema_kimg in images, so it does not depend on the batch.
+  EMA:    G_ema with half-life config.ema.kimg in images, so it does not depend on the batch.
 
 With config.augment.pipe, D sees augmented images with probability state.ada_p, which ADA moves
 from the sign of D's scores on the reals (`augment.ada_update`), as in gan_jax/train_step.py.
@@ -77,15 +77,15 @@ class ProgressiveStepConfig(NamedTuple):
   ada_kimg: float = 500.0
 
   @classmethod
-  def from_config(cls, train_config, c_dim: int, augment_config=None) -> 'ProgressiveStepConfig':
-    t, aug = train_config, {}
-    if augment_config is not None and augment_config.pipe != 'none':
-      a = augment_config
+  def from_config(cls, config, c_dim: int) -> 'ProgressiveStepConfig':
+    """From config.loss (name and weights), config.ema and config.augment."""
+    l, a, aug = config.loss, config.augment, {}
+    if a.pipe != 'none':
       aug = dict(augment=augment_lib.preset(a.pipe), ada_target=a.target,
                  ada_interval=a.interval, ada_kimg=a.ada_kimg)
-    return cls(c_dim, t.loss, t.r1_gamma, t.wgan_lambda, t.wgan_target, t.wgan_drift,
-               t.style_mixing_prob, t.ema_kimg, t.ema_rampup, t.pl_weight, t.pl_interval,
-               t.pl_decay, t.pl_batch_shrink, **aug)
+    return cls(c_dim, l.name, l.r1_gamma, l.wgan_lambda, l.wgan_target, l.wgan_drift,
+               l.style_mixing_prob, config.ema.kimg, config.ema.rampup, l.pl_weight,
+               l.pl_interval, l.pl_decay, l.pl_batch_shrink, **aug)
 
   def reachable(self) -> tuple[tuple[bool], ...]:
     """The variants a run meets, heaviest (step 0's, path length due) first."""
@@ -97,10 +97,10 @@ class ProgressiveStepConfig(NamedTuple):
     return (self.pl_interval > 0 and self.pl_weight > 0 and step % self.pl_interval == 0,)
 
 
-def make_optimizers(train_config):
-  """(G Adam, D Adam) from config.train (`optim.make_optimizers`: G lazy for path length, D not
+def make_optimizers(config):
+  """(G Adam, D Adam) of config.optim (`optim.make_optimizers`: G lazy for path length, D not
   lazy: its penalty runs in every D step)."""
-  return optim.make_optimizers(train_config, lazy_d=False)
+  return optim.make_optimizers(config, lazy_d=False)
 
 
 def ema_beta(batch_size: int, nimg: jax.Array, cfg: ProgressiveStepConfig) -> jax.Array:
@@ -235,8 +235,8 @@ def make_step(G, D, config, c_dim: int,
   """This step in the loop's interface (registry keys 'nonsaturating' and 'wgan_gp'): any stage
   of a growing G and D (a fixed-resolution run is the one stage at the model's resolution); the
   variant is (do_pl,) of `ProgressiveStepConfig.variant`."""
-  cfg = ProgressiveStepConfig.from_config(config.train, c_dim, config.augment)
-  g_tx, d_tx = make_optimizers(config.train)
+  cfg = ProgressiveStepConfig.from_config(config, c_dim)
+  g_tx, d_tx = make_optimizers(config)
   step = make_progressive_step(G, D, g_tx, d_tx, cfg, batch_sharding)
 
   def fn(state, batch, alpha, nimg, resolution, variant):

@@ -15,7 +15,6 @@ from typing import Callable, Optional
 
 import jax
 
-from gan_jax import config_compat
 from gan_jax import progressive_step
 from gan_jax import step_common
 from gan_jax import train_step
@@ -23,17 +22,10 @@ from gan_jax import train_step
 MakeStep = Callable[..., step_common.Step]
 
 
-def _progressive_make_step(G, D, config, c_dim, batch_sharding=None):
-  # progressive_step still reads the keys of config.train from before the config's sections
-  # (issue 17): hand it a view that has them, until it reads config.loss / optim / ema.
-  return progressive_step.make_step(G, D, config_compat.legacy_view(config), c_dim,
-                                    batch_sharding)
-
-
 REGISTRY: dict[str, MakeStep] = {
     'stylegan2': train_step.make_step,
-    'nonsaturating': _progressive_make_step,
-    'wgan_gp': _progressive_make_step,
+    'nonsaturating': progressive_step.make_step,
+    'wgan_gp': progressive_step.make_step,
 }
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from gan_jax import config_base
-from gan_jax import config_compat
 from gan_jax import models
 from gan_jax import progressive_step
 from gan_jax import schedule as schedule_lib
@@ -168,8 +167,7 @@ def test_progressive_draws_do_not_depend_on_path_length():
   config = config_base.load(str(REPO / 'experiments/ffhq_stylegan.py') + ':tiny',
                             {'loss.pl_weight': 2.0})
   G, _ = models.build(config.model, 32, 1, 0)
-  cfg = progressive_step.ProgressiveStepConfig.from_config(
-      config_compat.legacy_view(config).train, 0)
+  cfg = progressive_step.ProgressiveStepConfig.from_config(config, 0)
   key, labels = jax.random.PRNGKey(3), jnp.zeros((8,), jnp.int32)
   with_pl = progressive_step.draw(key, G, cfg, labels, 16, do_pl=True)
   without = progressive_step.draw(key, G, cfg, labels, 16, do_pl=False)
@@ -220,8 +218,7 @@ def run_progressive_as_recorded(spec: str) -> list[dict]:
   G, D = models.build(config.model, 32, 1, 0)
   step_def = steps.make(config, G, D, 0)
   assert step_def.name == config.loss.name and step_def.variant(0) == (False,)
-  cfg = progressive_step.ProgressiveStepConfig.from_config(
-      config_compat.legacy_view(config).train, 0, config.augment)
+  cfg = progressive_step.ProgressiveStepConfig.from_config(config, 0)
   inner = progressive_step.make_progressive_step(G, D, step_def.g_tx, step_def.d_tx, cfg)
 
   def legacy_step(state, batch, alpha, nimg, stage):

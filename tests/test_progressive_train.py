@@ -11,7 +11,6 @@ import optax
 import pytest
 
 from gan_jax import config_base
-from gan_jax import config_compat
 from gan_jax import config_check
 from gan_jax import augment
 from gan_jax import models
@@ -68,8 +67,7 @@ def progan_run():
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
   assert (config.optim.g_lr, config.optim.adam_b1, config.optim.adam_b2) == (LR, 0.0, 0.99)
   G, D = models.build(config.model, 32, 1, 0)
-  step, state = _setup(G, D, progressive_step.ProgressiveStepConfig.from_config(
-      config_compat.legacy_view(config).train, 0))
+  step, state = _setup(G, D, progressive_step.ProgressiveStepConfig.from_config(config, 0))
   before = {'g': _copy(state.g_params), 'd': _copy(state.d_params), 'names': [
       jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.g_params)[0]]}
   state, m0 = step(state, _batch(16), np.float32(1.0), np.int32(0), 16, False)
@@ -428,9 +426,8 @@ def test_evaluate_refuses_ppl_for_progan(loop_runs):
 def test_step_on_1_and_8_devices_agree():
   config = config_base.load(str(REPO / 'experiments/celebahq_progan.py') + ':tiny')
   G, D = models.build(config.model, 32, 1, 0)
-  g_tx, d_tx = progressive_step.make_optimizers(config_compat.legacy_view(config).train)
-  step_cfg = progressive_step.ProgressiveStepConfig.from_config(
-      config_compat.legacy_view(config).train, 0)
+  g_tx, d_tx = progressive_step.make_optimizers(config)
+  step_cfg = progressive_step.ProgressiveStepConfig.from_config(config, 0)
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_mesh(config.mesh, devices)
