@@ -230,9 +230,11 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
           write_grid(state, step, stage)
           tick_start += time.time() - t0  # compiles once per stage: not training time
         if due_save:
+          # A growing run's meta also says where it is in the schedule (tools read it).
+          growth = (dict(stage=stage.resolution, alpha=stage.alpha, batch=stage.batch_size)
+                    if schedule.growing else {})
           checkpointing.save(ckpt, state, {'step': step, 'kimg': nimg / 1000, 'nimg': nimg,
-                                           'stage': stage.resolution, 'alpha': stage.alpha,
-                                           'batch': stage.batch_size})
+                                           **growth})
         if evals.due(nimg, stage.batch_size, finished) and not stopping:
           t0 = time.time()
           growth = (dict(stage=stage.resolution, alpha=stage.alpha) if schedule.growing else {})

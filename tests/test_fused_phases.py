@@ -15,6 +15,7 @@ from gan_jax import config_base
 from gan_jax import losses
 from gan_jax import models
 from gan_jax import state as state_lib
+from gan_jax import step_common
 from gan_jax import train_step
 from tests import numerics
 
@@ -111,17 +112,19 @@ def test_fused_path_length_adds_its_gradient(setup):
   fused, m = run(_step_cfg(0.0, 0, weight, 1), False, True)
   numerics.assert_close(m['loss/G'], m_plain['loss/G'], REL, 'loss/G')  # the main term alone
 
-  # The path-length draws, in the step's key order: z, c, mix, noise of G main, then z, c, mix,
-  # noise and the random image of the path-length term.
-  keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 16)
+  # The path-length draws as the step derives them: the 'g_pl' phase key splits into the G
+  # evaluation's key (z, c, mix, noise) and the random image's.
+  key = step_common.phase_key(step_common.step_key(state.rng, state.step), 'g_pl')
+  k_g, k_dir = jax.random.split(key)
+  k_z, _, _, k_noise = jax.random.split(k_g, 4)
   variables = lambda p: {'params': p, 'buffers': state.g_buffers}
-  z_pl = jax.random.normal(keys[4], (N // 2, G.z_dim))
+  z_pl = jax.random.normal(k_z, (N // 2, G.z_dim))
 
   def pl_loss(g_params):
     ws = G.apply(variables(g_params), z_pl, jnp.zeros((N // 2, 0)), method='map')
     synth = lambda w: G.apply(variables(g_params), w, method='synthesize',
-                              rngs={'noise': keys[7]})
-    lengths = losses.path_lengths(synth, ws, jax.random.normal(keys[8], (N // 2, 8, 8, 1)))
+                              rngs={'noise': k_noise})
+    lengths = losses.path_lengths(synth, ws, jax.random.normal(k_dir, (N // 2, 8, 8, 1)))
     penalty, _ = losses.path_length_penalty(lengths, state.pl_mean, 0.01)
     return jnp.mean(penalty) * weight
 

@@ -161,7 +161,7 @@ def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
   assert list(workdir.glob('events.out.tfevents.*'))
   step, restored, meta = _final_state(workdir)
   assert step == 10 and meta['kimg'] == pytest.approx(0.08)
-  assert (meta['nimg'], meta['stage'], meta['alpha'], meta['batch']) == (80, 32, 1.0, 8)
+  assert meta['nimg'] == 80 and 'stage' not in meta  # stage and alpha: growing runs only
   for leaf in jax.tree_util.tree_leaves(restored):
     assert np.all(np.isfinite(leaf))
   kept = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
