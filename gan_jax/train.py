@@ -158,9 +158,10 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   unchecked = []  # (step, metrics) not yet checked for non-finite values
   with preemption.StopRequest() as stop:
     try:
-      # Every process takes part in gathering the first global batch; process 0 writes it.
-      reals = sharding.to_host(sharding.global_batch(data.batch_at(nimg // stage.batch_size),
-                                                     batch_shard, stage.batch_size))['image']
+      # Every process takes part in gathering the global batch of step 0 (at the batch size of
+      # the current stage); process 0 writes it once.
+      reals = sharding.to_host(sharding.global_batch(data.batch_at(0), batch_shard,
+                                                     stage.batch_size))['image']
       if is_main and not (workdir_path / 'reals.png').exists():
         reals = images_lib.to_uint8(reals)[:config.log.grid_cols * 4]
         images_lib.save_png(workdir_path / 'reals.png',
