@@ -19,6 +19,7 @@ from gan_jax import config_base
 from gan_jax import sharding
 from gan_jax.data import fashion_mnist
 from gan_jax.metrics import frechet
+from gan_jax.models import stylegan2
 from tests.fake_data import FILES
 from tests.fake_data import fake_images
 from tests.fake_data import idx_bytes
@@ -60,6 +61,42 @@ def test_latents_are_nvidia_generate_py_seeds():
   for row, seed in zip(z, [0, 7, 1999]):
     np.testing.assert_array_equal(row, np.random.RandomState(seed).randn(1, 512)[0]
                                   .astype(np.float32))
+
+
+def test_laplacian_energy_of_known_patterns():
+  flat = np.full((2, 6, 6, 1), 77, np.uint8)
+  assert quality_protocol.laplacian_energy(flat) == 0.0
+  # A checkerboard of +-a around 128: the 5-point Laplacian is 8 (+-a) at every interior pixel.
+  a = 20
+  board = 128 + a * (-1) ** np.add.outer(np.arange(6), np.arange(6))
+  assert quality_protocol.laplacian_energy(board[None, :, :, None]) == 64 * a ** 2
+  # One bright pixel v inside a 5x5 image (9 interior pixels): 4v there, -v at its 4 neighbours.
+  dot = np.zeros((1, 5, 5, 1))
+  dot[0, 2, 2, 0] = 10.0
+  assert quality_protocol.laplacian_energy(dot) == pytest.approx((16 + 4) * 100 / 9)
+
+
+def test_without_noise_removes_exactly_the_noise_inputs():
+  G = stylegan2.Generator(img_resolution=16, img_channels=1, z_dim=8, w_dim=8, mapping_layers=1,
+                          channel_base=64, channel_max=8)
+  z = np.random.RandomState(0).randn(3, 8).astype(np.float32)
+  c = np.zeros((3, 0), np.float32)
+  variables = G.init(jax.random.PRNGKey(0), z, c)
+  noisy = jax.tree_util.tree_map_with_path(  # strength 0.7 everywhere, so the noise shows
+      lambda path, x: x + 0.7 if 'noise_strength' in jax.tree_util.keystr(path) else x, variables)
+  quiet = quality_protocol.without_noise(noisy)
+  strengths = quality_protocol.noise_strengths(noisy)
+  assert sorted(strengths) == ['b16/conv0', 'b16/conv1', 'b4/conv1', 'b8/conv0', 'b8/conv1']
+  assert all(v == pytest.approx(0.7) for v in strengths.values())
+  assert set(quality_protocol.noise_strengths(quiet).values()) == {0.0}
+  for (path, a), (_, b) in zip(jax.tree_util.tree_flatten_with_path(noisy)[0],
+                               jax.tree_util.tree_flatten_with_path(quiet)[0]):
+    if 'noise_strength' not in jax.tree_util.keystr(path):
+      np.testing.assert_array_equal(a, b)
+  const = G.apply(noisy, z, c, noise_mode='const')
+  np.testing.assert_array_equal(G.apply(quiet, z, c, noise_mode='const'),
+                                G.apply(noisy, z, c, noise_mode='none'))
+  assert np.abs(const - G.apply(noisy, z, c, noise_mode='none')).max() > 0.01
 
 
 def test_nvidia32_holds_the_protocol_hyperparameters():
@@ -104,10 +141,24 @@ def test_untrained_run_scores_fid_as_defined_and_caches_the_reals(fake_source, t
     expected = frechet.frechet_distance(*real.mean_cov(), *fake.mean_cov())
     np.testing.assert_allclose(row[f'fid{NUM}'], expected, rtol=1e-4)
   assert rows[0][f'fid{NUM}'] != rows[1][f'fid{NUM}']  # another seed, another generator
+  for row in rows:  # untrained: every noise strength is 0, so the noise changes no pixel
+    speckle = row['speckle']
+    assert row['noise'] == 'on' and set(speckle['noise_strength'].values()) == {0.0}
+    assert speckle['laplacian_fake'] == speckle['laplacian_fake_no_noise'] > 0
+    reals64 = fashion_mnist.pad_images(_test_images())
+    assert speckle['laplacian_real'] == quality_protocol.laplacian_energy(reals64)
 
   values = [r[f'fid{NUM}'] for r in rows]
   assert summary['seeds'] == [0, 1] and summary['min'] == min(values)
   assert summary['max'] == max(values) and summary['mean'] == pytest.approx(np.mean(values))
+
+  # --no_noise: an ablation row of its own, summarised apart (untrained, so the same FID).
+  ablation = quality_protocol.main(argv[:1] + ['0'] + argv[2:] + ['--no_noise'],
+                                   extractor=tiny_extractor(_mesh(), batch_size=4))
+  row = json.loads(results.read_text().splitlines()[-1])
+  assert row['noise'] == 'off' and row[f'fid{NUM}'] == pytest.approx(values[0], rel=1e-6)
+  assert ablation['seeds'] == [0]
+  assert (tmp_path / 'runs/kimg0_seed0/fid_samples_no_noise.png').is_file()
 
 
 def test_trained_run_goes_through_gan_jax_main(fake_source, tmp_path):
