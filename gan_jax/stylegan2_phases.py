@@ -33,11 +33,11 @@ class Phases:
   """The loss of each phase as a function of the parameters and the step's random inputs
   (NVIDIA's StyleGAN2Loss.accumulate_gradients): differentiate them and apply `apply_update`.
 
-  `noise_mode` of the synthesis network: 'random' (training: fresh noise from the draws' keys)
+  `cfg` is the step's train_step.StepConfig. `noise_mode` of the synthesis network: 'random' (training: fresh noise from the draws' keys)
   or 'const' (the stored noise_const maps; reproducible, for comparisons with NVIDIA's code).
   """
 
-  def __init__(self, G, D, cfg: StepConfig, shard: Callable[[jax.Array], jax.Array] = None,
+  def __init__(self, G, D, cfg, shard: Callable[[jax.Array], jax.Array] = None,
                noise_mode: str = 'random'):
     self.G, self.D, self.cfg, self.noise_mode = G, D, cfg, noise_mode
     self.shard = shard or (lambda x: x)

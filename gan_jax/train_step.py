@@ -10,9 +10,9 @@ and R1 then comes from the same forward pass on the reals as D's logistic loss.
 The phases (`Phases`, gan_jax/stylegan2_phases.py) are deterministic functions of the parameters
 and the step's random inputs (`StepDraws`: latents, mixing cutoffs, noise keys, path-length
 directions), which the step derives from its key (`draw`: one key per named phase,
-`step_common.phase_key`) unless given; tests/test_nvlabs_step.py feeds NVIDIA's recorded draws and
-matches StyleGAN2-ADA-PyTorch's losses, gradients and Adam steps. `make_step` wraps the step in the loop's interface
-(`step_common.Step`, registry key 'stylegan2').
+`step_common.phase_key`) unless given; tests/test_nvlabs_step.py feeds NVIDIA's recorded draws
+and matches StyleGAN2-ADA-PyTorch's losses, gradients and Adam steps. `make_step` wraps the step
+in the loop's interface (`step_common.Step`, registry key 'stylegan2').
 
 With augmentation on (config.augment.pipe), every image D sees is augmented with probability
 state.ada_p — fakes in G main and D main, reals in D main and D R1 (R1 is the gradient with
