@@ -24,8 +24,8 @@ KNOWN_CYCLES: set[frozenset] = set()
 # The loop (gan_jax.train) imports the steps, models, data and metrics; they never import it, and
 # only the entry points import the loop.
 ENTRY_POINTS = {'gan_jax.main', 'gan_jax.aot'}
-STEP_MODULES = {'gan_jax.steps', 'gan_jax.train_step', 'gan_jax.progressive_step',
-                'gan_jax.progressive_phases', 'gan_jax.step_common'}
+STEP_MODULES = {'gan_jax.steps', 'gan_jax.train_step', 'gan_jax.stylegan2_phases',
+                'gan_jax.progressive_step', 'gan_jax.progressive_phases', 'gan_jax.step_common'}
 
 
 def _module_name(path: Path) -> str:
