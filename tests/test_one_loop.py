@@ -249,8 +249,12 @@ def run_progressive_as_recorded(spec: str) -> list[dict]:
   return got
 
 
-@pytest.mark.parametrize('spec', ['experiments/ffhq_stylegan.py:tiny',
-                                  'experiments/celebahq_progan.py:tiny'])
+# StyleGAN's tiny growing run is chaotic (Adam b1 0, restarted at each fade-in): bit for bit on
+# the machine that recorded it, but another CPU's float32 rounding can move it by 1e-1 within the
+# 20 steps, so it runs with -m slow; ProGAN's (8.6e-6 even under the suite's flags) stays in CI.
+@pytest.mark.parametrize('spec', [
+    pytest.param('experiments/ffhq_stylegan.py:tiny', marks=pytest.mark.slow),
+    'experiments/celebahq_progan.py:tiny'])
 def test_progressive_step_reproduces_the_recorded_losses(recorded, spec):
   """`run_progressive_as_recorded` in a subprocess with XLA's default flags, as record.py ran.
 
