@@ -219,15 +219,9 @@ def make_progressive_step(G, D, g_tx: optax.GradientTransformation,
   return step
 
 
-def jit_progressive_step(step, state_sharding, batch_sharding, replicated):
-  """jit with shardings and the state donated; `stage` and `do_pl` (the 5th and 6th arguments)
-  are static."""
-  return jax.jit(step, static_argnums=(4, 5), donate_argnums=(0,),
-                 in_shardings=(state_sharding, batch_sharding, replicated, replicated),
-                 out_shardings=(state_sharding, replicated))
-
-
-reset_optimizers = step_common.reset_optimizers
+# jit with shardings, the state donated, `stage` and `do_pl` (5th and 6th arguments) static: the
+# loop's own jit of a Step.fn, whose argument layout this step shares.
+jit_progressive_step = step_common.jit_step
 
 
 def make_step(G, D, config, c_dim: int,

@@ -12,21 +12,13 @@ from gan_jax import sharding
 from gan_jax.models import layers
 
 
-def make_generate_fn(G, mesh: Optional[jax.sharding.Mesh] = None):
-  """jit(ema_params, ema_buffers, z, c, psi) -> images, noise_mode 'const' (reproducible); a
-  growing G at its full resolution (`make_sample_fn` samples any stage).
-
-  With a mesh, the latents and the images are replicated over it: every process of a
-  multi-process run gets all the images (the params keep whatever sharding they have)."""
-  sample = make_sample_fn(G, G.img_resolution, mesh)
-  return lambda params, buffers, z, c, psi: sample(params, buffers, z, c, psi, 1.0,
-                                                   G.img_resolution)
-
-
 def make_sample_fn(G, target_resolution: int, mesh: Optional[jax.sharding.Mesh] = None):
   """jit(params, buffers, z, c, psi, alpha, resolution) -> images of G (constant noise, psi for
   the families with a w space) at the stage `resolution` and fade-in `alpha` of a growing G,
-  nearest-upsampled to `target_resolution`, so a grid keeps its size all run long."""
+  nearest-upsampled to `target_resolution`, so a grid keeps its size all run long.
+
+  With a mesh, the latents and the images are replicated over it: every process of a
+  multi-process run gets all the images (the params keep whatever sharding they have)."""
   family = models.family_of(G)
 
   def sample(params, buffers, z, c, psi, alpha, resolution):

@@ -19,6 +19,16 @@ from absl import logging
 from gan_jax import progressive
 
 
+def fixed_num_steps(config) -> int:
+  """Steps in a fixed-resolution run: config.schedule.kimg worth of images, capped by
+  config.schedule.max_steps."""
+  s = config.schedule
+  num_steps = math.ceil(s.kimg * 1000 / s.batch_size)
+  if s.max_steps > 0:
+    num_steps = min(num_steps, s.max_steps)
+  return num_steps
+
+
 class Stage(NamedTuple):
   resolution: int
   alpha: float
@@ -46,9 +56,7 @@ class Schedule:
     else:
       self.batch_size = t.batch_size
       self.resolutions = [target_resolution]
-      self.num_steps = math.ceil(t.kimg * 1000 / t.batch_size)
-      if self.max_steps > 0:
-        self.num_steps = min(self.num_steps, self.max_steps)
+      self.num_steps = fixed_num_steps(config)
       self.total_nimg = self.num_steps * t.batch_size
       self.reset_optimizer = False
 

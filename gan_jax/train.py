@@ -18,7 +18,6 @@ and commits before it exits.
 """
 
 from absl import logging
-import math
 import os
 import time
 from typing import Any, Callable, NamedTuple, Optional, Sequence
@@ -50,14 +49,7 @@ from gan_jax.data import pipeline
 from gan_jax.metrics import periodic
 
 
-def total_steps(config) -> int:
-  """Steps in a fixed-resolution run: config.schedule.kimg worth of images, capped by
-  config.schedule.max_steps."""
-  s = config.schedule
-  num_steps = math.ceil(s.kimg * 1000 / s.batch_size)
-  if s.max_steps > 0:
-    num_steps = min(num_steps, s.max_steps)
-  return num_steps
+total_steps = schedule_lib.fixed_num_steps  # steps of a fixed-resolution run
 
 
 def build(config, info: pipeline.DataInfo, backend: Optional[str] = None):
