@@ -3,7 +3,7 @@
   python -m gan_jax.tools.edit --workdir runs/fmnist_cond --directions dirs.npz \
       --direction '1->3' --strength 4 --seeds 0-3 --class 1 --outdir out/edit
   python -m gan_jax.tools.edit --checkpoint exports/faces --directions dirs.npz --direction pc1 \
-      --strength -3:3 --layers 0-3 --latent out/proj/projected_w.npz --outdir out/edit
+      --strength=-3:3 --layers 0-3 --latent out/proj/projected_w.npz --outdir out/edit
 
 The edit of a latent ws (num_ws, w_dim) along the direction d (a unit vector in W, see
 `gan_jax.tools.directions`) at strength s is
@@ -15,9 +15,9 @@ a strength counts standard deviations; the range is --layers (all, coarse, middl
 indices such as 0-3, as in style_mixing), by default the direction's stored one. At strength 0
 the latent, and so the image, is the unedited one, bit for bit.
 
---strength S gives the strengths 0 .. S, --strength A:B the strengths A .. B, in --steps
-columns (evenly spaced: age/attribute progression is this grid, one row per source). Sources,
-one row each, in this order:
+--strength S gives the strengths 0 .. S, --strength A:B the strengths A .. B (write
+--strength=-3:3 when A is negative), in --steps columns, evenly spaced: age/attribute
+progression is this grid, one row per source. Sources, one row each, in this order:
   --seeds: NVIDIA's seed -> z, mapped with --trunc (and --class for a conditional generator),
     rendered with the stored noise maps (as `gan_jax.generate`);
   --latent FILE.npz[,...]: a projected or encoded image: the projector's projected_w.npz, or
