@@ -130,6 +130,9 @@ def test_pca_classifier_orthogonalise_and_show(exports, tmp_path, capsys):
   table = _run('pca', '--checkpoint', exports['plain'], '--out', out, '--components', 2,
                '--samples', 500, '--seed', 1)
   assert list(table['names']) == ['pc2', 'bright', 'bright|pc0,pc1', 'pc0', 'pc1']
+  # Its sigmas come from the file's statistics (the first command's samples), not seed 1's.
+  d = table['directions'][3].astype(np.float64)
+  np.testing.assert_allclose(table['sigma'][3], np.sqrt(d @ table['w_cov'] @ d), rtol=1e-5)
 
 
 def test_class_directions_of_a_conditional_generator(exports, tmp_path):

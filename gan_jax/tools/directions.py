@@ -43,7 +43,8 @@ The file (.npz, read with `load`):
   names (K,) str; directions (K, w_dim) float32 unit vectors; method (K,) str: 'pca', 'class',
   'classifier', 'orthogonalised'; layers (K,) str: the default ws range ('all' or e.g. '0-3');
   sigma (K,): the standard deviation of the sampled ws along the direction, the unit of an
-  edit's strength; offset (K,): the mean of (w - w_avg) along it; span (K,): for the supervised
+  edit's strength (from the file's statistics: one unit for all its directions); offset (K,):
+  the mean of (w - w_avg) along it; span (K,): for the supervised
   ones, the distance between the two sides' mean ws along it in sigmas (the strength that moves
   an average negative w to an average positive one; NaN for pca); accuracy (K,): held-out
   accuracy of the classifier (NaN for pca); explained_variance (K,): the share of the ws'
@@ -298,6 +299,14 @@ def entry(table_or_stats: dict, name: str, direction: np.ndarray, method: str, l
           'info': info}
 
 
+def restat(e: dict, stats: dict) -> dict:
+  """e with sigma and offset from other statistics (its span rescaled to the new sigma)."""
+  new = entry(stats, e['names'], e['directions'], e['method'], e['layers'], e['info'],
+              accuracy=e['accuracy'], explained=e['explained_variance'])
+  new['span'] = e['span'] * e['sigma'] / new['sigma']
+  return new
+
+
 def statistics(g: loading.LoadedGenerator, ws: np.ndarray) -> dict:
   w_avg = g.w_avg.astype(np.float64)
   return {'w_avg': w_avg.astype(np.float32), 'w_mean': ws.mean(axis=0) - w_avg,
@@ -464,6 +473,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     stats, entries = {'pca': _run_pca, 'class': _run_class,
                       'classifier': _run_classifier}[args.command](g, args)
     table = load(args.out) if os.path.exists(args.out) else None
+    if table is not None:  # one unit per file: sigma from the file's statistics
+      entries = [restat(e, table) for e in entries]
     table = add(table, g, stats, entries)
     save(args.out, table)
   print(describe(table))
