@@ -12,11 +12,13 @@ KWARGS = dict(img_resolution=32, img_channels=1, z_dim=16, w_dim=16, mapping_lay
               channel_base=128, channel_max=16)
 
 
-def make_export(dest, noise_strength: float = 0.1, seed: int = 0) -> str:
+def make_export(dest, noise_strength: float = 0.1, seed: int = 0, c_dim: int = 0) -> str:
   """Weights drawn like the Flax init (N(0, 1) weights, const and noise maps, the mapping's
   weights divided by its lr multiplier; zero biases, affine biases 1), every noise_strength set
-  to `noise_strength`, and w_avg the mean w of 256 samples (as training would track it)."""
-  G = stylegan2.Generator(**KWARGS)
+  to `noise_strength`, and w_avg the mean w of 256 samples (as training would track it; random
+  classes for a conditional generator, c_dim > 0)."""
+  kwargs = dict(KWARGS, c_dim=c_dim) if c_dim else KWARGS
+  G = stylegan2.Generator(**kwargs)
   rng = np.random.RandomState(seed)
   flat = {}
   for path, leaf in traverse_util.flatten_dict(export.abstract_variables(G)).items():
@@ -31,6 +33,7 @@ def make_export(dest, noise_strength: float = 0.1, seed: int = 0) -> str:
     flat[path] = value.astype(np.float32)
   variables = traverse_util.unflatten_dict(flat)
   samples = rng.randn(256, G.z_dim).astype(np.float32)
-  ws = jax.jit(lambda v, z: G.apply(v, z, None, method='map'))(variables, samples)
+  c = np.eye(c_dim, dtype=np.float32)[rng.randint(0, c_dim, 256)] if c_dim else None
+  ws = jax.jit(lambda v, z, c: G.apply(v, z, c, method='map'))(variables, samples, c)
   variables['buffers']['mapping']['w_avg'] = np.asarray(ws[:, 0].mean(axis=0))
-  return export.export_generator(dest, KWARGS, variables, source='tests/tiny_generator.py')
+  return export.export_generator(dest, kwargs, variables, source='tests/tiny_generator.py')
