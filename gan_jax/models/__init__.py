@@ -15,6 +15,7 @@ import jax
 from gan_jax.models import progan
 from gan_jax.models import stylegan
 from gan_jax.models import stylegan2
+from gan_jax.models import stylegan3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Family:
   w_space: bool  # G has a mapping network: methods map/synthesize, truncation, w_avg, num_ws
   noise: bool  # G takes noise_mode ('random', 'const', 'none') and keeps noise_const buffers
   grows: bool  # G and D take stage (a static resolution) and alpha (traced): progressive growing
+  # G's synthesize / __call__ take `transform`, the input layer's 3x3 user transform (StyleGAN3:
+  # translate / rotate the output; `stylegan3.user_transform`).
+  input_transform: bool = False
 
   def noise_kwargs(self, noise_mode: str) -> dict[str, Any]:
     """The keyword G's __call__ takes for `noise_mode` ({} for a family without noise)."""
@@ -40,6 +44,8 @@ FAMILIES = {f.name: f for f in (
            w_space=True, noise=True, grows=True),  # fixed resolution or growing
     Family('stylegan2', 'StyleGAN2', stylegan2.Generator, stylegan2.Discriminator,
            w_space=True, noise=True, grows=False),
+    Family('stylegan3', 'StyleGAN3', stylegan3.Generator, stylegan3.Discriminator,
+           w_space=True, noise=False, grows=False, input_transform=True),  # StyleGAN2's D
 )}
 # name -> (Generator class, Discriminator class).
 MODELS = {name: (f.generator, f.discriminator) for name, f in FAMILIES.items()}

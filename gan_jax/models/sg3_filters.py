@@ -55,16 +55,14 @@ def kaiser_beta(atten: float) -> float:
 
 
 def _bessel_j1(x: np.ndarray) -> np.ndarray:
-  """Bessel function of the first kind, order 1, by its power series (float64; the arguments
-  here are below ~30, where 80 terms are far past convergence)."""
+  """Bessel function of the first kind, order 1 (float64), from Bessel's integral
+  J1(x) = 1 / (2 pi) * integral over one period of cos(t - x sin t) dt. The trapezoidal rule over
+  a full period of this analytic integrand converges geometrically: its error is of the order of
+  J_(m - 1)(x) for m points, below 1e-15 for |x| < m / 2 - 20."""
   x = np.asarray(x, np.float64)
-  half = x / 2
-  term = half.copy()
-  total = term.copy()
-  for k in range(1, 80):
-    term = term * -(half * half) / (k * (k + 1))
-    total = total + term
-  return total
+  m = max(256, int(2 * np.abs(x).max(initial=0)) + 64)
+  t = np.arange(m) * (2 * np.pi / m)
+  return np.mean(np.cos(t - x[..., None] * np.sin(t)), axis=-1)
 
 
 def lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float,

@@ -293,3 +293,8 @@ class Generator(nn.Module):
                transform: Optional[Array] = None, update_emas: bool = False) -> Array:
     ws = self.map(z, c, truncation_psi, truncation_cutoff, update_w_avg or update_emas)
     return self.synthesize(ws, transform=transform, update_emas=update_emas)
+
+
+class Discriminator(stylegan2.Discriminator):
+  """StyleGAN2's residual discriminator, which NVIDIA's StyleGAN3 trains with unchanged (a
+  subclass only so that `models.family_of(D)` names the stylegan3 family)."""
