@@ -1,0 +1,91 @@
+"""StyleGAN3 through the tools: NVIDIA's pickle read without running code, convert_nvlabs,
+gan_jax.load_generator (with an input transform) reproducing NVIDIA's images."""
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gan_jax
+from gan_jax.models import stylegan3
+from gan_jax.tools import convert_nvlabs
+from gan_jax.tools import nvlabs_pickle
+
+FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'nvlabs_sg3'
+PICKLE = FIXTURES / 'network-t-nosrc.pkl'
+SG2_FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'nvlabs'
+ATOL = 1e-5
+
+
+def _fixture(name):
+  assert FIXTURES.is_dir(), f'NVIDIA fixtures not found at {FIXTURES}'
+  return dict(np.load(FIXTURES / name, allow_pickle=False))
+
+
+def _close(ours, want_nchw, what):
+  want = want_nchw.transpose(0, 2, 3, 1) if want_nchw.ndim == 4 else want_nchw
+  assert ours.shape == want.shape and ours.dtype == np.float32, what
+  err = float(np.abs(ours - want).max())
+  assert err <= ATOL, f'{what}: max abs error {err:.2e}'
+
+
+def test_network_pickle_holds_the_npz_weights_and_kwargs():
+  network = nvlabs_pickle.load_network_pickle(PICKLE)
+  want = _fixture('g_t.npz')
+  for name in ('G', 'G_ema'):
+    assert list(network[name]) == list(want)  # torch's order, the toRGB's None filters left out
+    for key, value in want.items():
+      np.testing.assert_array_equal(network[name][key], value, err_msg=key)
+  kwargs = network['G_kwargs']
+  assert (kwargs['channel_base'], kwargs['channel_max'], kwargs['mapping_kwargs']) == (
+      512, 32, {'num_layers': 2})
+  assert kwargs['magnitude_ema_beta'] == pytest.approx(0.5 ** (32 / 20e3))
+  assert 'b4.conv.weight' in network['D']  # the StyleGAN2 residual D, read as before
+
+
+def test_pickle_arrays_are_rebuilt_and_only_numeric_ones():
+  """StyleGAN3 pickles hold numpy arrays (SynthesisLayer.in_size ...): the two extra globals
+  rebuild numeric ones; an object array, or _reconstruct of anything but ndarray, is refused."""
+  good = pickle.dumps({'size': np.array([36, 36], np.int64)}, protocol=4)
+  loaded = nvlabs_pickle.torch_pickle.restricted_load(
+      io.BytesIO(good), nvlabs_pickle._NETWORK_GLOBALS)
+  np.testing.assert_array_equal(loaded['size'].array, [36, 36])
+  with pytest.raises(pickle.UnpicklingError, match="numpy.dtype 'O8' is not a plain numeric"):
+    nvlabs_pickle.torch_pickle.restricted_load(
+        io.BytesIO(pickle.dumps(np.array([print], object), protocol=4)),
+        nvlabs_pickle._NETWORK_GLOBALS)
+  with pytest.raises(nvlabs_pickle.UnsafePickleError, match='numpy.matrix'):  # a subclass
+    nvlabs_pickle.torch_pickle.restricted_load(
+        io.BytesIO(pickle.dumps(np.matrix([[1.0]]), protocol=4)), nvlabs_pickle._NETWORK_GLOBALS)
+
+
+def test_converted_pickle_reproduces_nvidia_images(tmp_path):
+  io_ = _fixture('io_t.npz')
+  convert_nvlabs.main([str(PICKLE), str(tmp_path / 'export')])
+  g = gan_jax.load_generator(tmp_path / 'export')
+  assert g.family.name == 'stylegan3' and g.family.input_transform
+  assert (g.z_dim, g.c_dim, g.img_resolution, g.num_ws) == (64, 0, 32, 16)
+  # The pickle's recorded magnitude_ema_beta (training only) travels into the export.
+  assert g.kwargs['magnitude_ema_beta'] == pytest.approx(0.5 ** (32 / 20e3))
+  _close(g.mapping(io_['z'], psi=0.5), io_['ws_psi05'], 'ws_psi05')
+  _close(g(io_['z'], psi=0.5), io_['img_psi05'], 'img_psi05')
+  user = stylegan3.user_transform(io_['transform_params'][:2], io_['transform_params'][2])
+  _close(g(io_['z'], transform=user), io_['img_transform'], 'img_transform')
+  _close(g.synthesis(io_['ws_psi1'][:4], transform=io_['transform_zoom']),
+         io_['img_transform_zoom'], 'img_transform_zoom')
+  with pytest.raises(ValueError, match=r'transform must be \(3, 3\) or \(8, 3, 3\)'):
+    g(io_['z'], transform=np.eye(2))
+
+
+def test_conditional_from_npz_on_the_fly():
+  io_ = _fixture('io_t_cond.npz')
+  g = gan_jax.load_generator(FIXTURES / 'g_t_cond.npz')
+  _close(g(io_['z'][:4], np.array([0, 1, 2, 3])), io_['img_psi1'][:4], 'class indices')
+
+
+def test_stylegan2_generator_refuses_a_transform():
+  g = gan_jax.load_generator(SG2_FIXTURES / 'g_uncond.npz')
+  with pytest.raises(ValueError, match='takes no input transform'):
+    g(np.zeros((1, g.z_dim)), transform=np.eye(3))
