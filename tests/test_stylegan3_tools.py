@@ -89,3 +89,47 @@ def test_stylegan2_generator_refuses_a_transform():
   g = gan_jax.load_generator(SG2_FIXTURES / 'g_uncond.npz')
   with pytest.raises(ValueError, match='takes no input transform'):
     g(np.zeros((1, g.z_dim)), transform=np.eye(3))
+
+
+# --------------------------------------------------------------------------------------------
+# The tools' --translate / --rotate.
+
+
+@pytest.fixture(scope='module')
+def g_t():
+  return gan_jax.load_generator(FIXTURES / 'g_t.npz')
+
+
+def test_generate_translate_rotate(g_t):
+  from gan_jax.images import to_uint8  # pylint: disable=g-import-not-at-top
+  from gan_jax.tools import generate  # pylint: disable=g-import-not-at-top
+  args = generate.argparse.Namespace(translate='0.2,-0.1', rotate=25.0)
+  transform = generate.cli.input_transform(args)
+  np.testing.assert_allclose(transform, _fixture('io_t.npz')['transform'], rtol=0, atol=1e-7)
+  moved = generate.generate_images(g_t, [3], transform=transform)
+  z = generate.seed_latent(3, g_t.z_dim)
+  np.testing.assert_array_equal(moved[0], to_uint8(g_t(z, transform=transform))[0])
+  assert not np.array_equal(moved, generate.generate_images(g_t, [3]))
+  with pytest.raises(ValueError, match='--translate takes X,Y'):
+    generate.main(['--checkpoint', str(FIXTURES / 'g_t.npz'), '--seeds', '0',
+                   '--translate', '0.2', '--outdir', '/nonexistent'])
+
+
+def test_interpolation_video_ramps_the_transform(g_t):
+  from gan_jax.images import to_uint8  # pylint: disable=g-import-not-at-top
+  from gan_jax.tools import generate  # pylint: disable=g-import-not-at-top
+  from gan_jax.tools import interpolate  # pylint: disable=g-import-not-at-top
+  full = stylegan3.user_transform((0.5, 0.0), 90.0)
+  seen = []
+
+  def transform_at(fraction):
+    seen.append(fraction)
+    return stylegan3.user_transform((0.5 * fraction, 0.0), 90.0 * fraction)
+
+  frames = interpolate.interpolation_frames(g_t, [0, 1], space='w', frames=2,
+                                            transform_at=transform_at)
+  assert seen == [0.0, 0.5, 1.0] and frames.shape == (3, 32, 32, 3)
+  ws = g_t.mapping(generate.seed_latent(1, g_t.z_dim))
+  np.testing.assert_array_equal(frames[-1], to_uint8(g_t.synthesis(ws, transform=full))[0])
+  np.testing.assert_array_equal(frames[0], to_uint8(g_t.synthesis(
+      g_t.mapping(generate.seed_latent(0, g_t.z_dim)), transform=np.eye(3)))[0])
