@@ -70,11 +70,16 @@ def test_converted_pickle_reproduces_nvidia_images(tmp_path):
   # The pickle's recorded magnitude_ema_beta (training only) travels into the export.
   assert g.kwargs['magnitude_ema_beta'] == pytest.approx(0.5 ** (32 / 20e3))
   _close(g.mapping(io_['z'], psi=0.5), io_['ws_psi05'], 'ws_psi05')
-  _close(g(io_['z'], psi=0.5), io_['img_psi05'], 'img_psi05')
+  # An explicit identity transform: the same compiled function as the next call's.
+  _close(g(io_['z'], psi=0.5, transform=np.eye(3)), io_['img_psi05'], 'img_psi05')
   user = stylegan3.user_transform(io_['transform_params'][:2], io_['transform_params'][2])
   _close(g(io_['z'], transform=user), io_['img_transform'], 'img_transform')
-  _close(g.synthesis(io_['ws_psi1'][:4], transform=io_['transform_zoom']),
-         io_['img_transform_zoom'], 'img_transform_zoom')
+  zoom = np.concatenate([np.broadcast_to(io_['transform_zoom'], (4, 3, 3)),
+                         np.broadcast_to(np.eye(3), (4, 3, 3))])  # per-image transforms
+  _close(g.synthesis(io_['ws_psi1'], transform=zoom)[:4], io_['img_transform_zoom'],
+         'img_transform_zoom')
+  _close(g.synthesis(io_['ws_psi1'], transform=zoom)[4:], io_['synth_from_ws'][4:],
+         'identity rows')
   with pytest.raises(ValueError, match=r'transform must be \(3, 3\) or \(8, 3, 3\)'):
     g(io_['z'], transform=np.eye(2))
 
