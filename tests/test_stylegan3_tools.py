@@ -1,16 +1,27 @@
-"""StyleGAN3 through the tools: NVIDIA's pickle read without running code, convert_nvlabs,
-gan_jax.load_generator (with an input transform) reproducing NVIDIA's images."""
+"""StyleGAN3 through the tools and the train step: NVIDIA's pickle read without running code,
+convert_nvlabs, gan_jax.load_generator (with an input transform) reproducing NVIDIA's images,
+generate / interpolate with --translate / --rotate, and a train step moving the magnitude EMAs."""
 
+import argparse
 import io
 import pickle
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gan_jax
+from gan_jax import state as state_lib
+from gan_jax import train_step as ts
+from gan_jax.images import to_uint8
 from gan_jax.models import stylegan3
+from gan_jax.tools import cli
 from gan_jax.tools import convert_nvlabs
+from gan_jax.tools import generate
+from gan_jax.tools import interpolate
 from gan_jax.tools import nvlabs_pickle
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'nvlabs_sg3'
@@ -106,10 +117,8 @@ def g_t():
 
 
 def test_generate_translate_rotate(g_t):
-  from gan_jax.images import to_uint8  # pylint: disable=g-import-not-at-top
-  from gan_jax.tools import generate  # pylint: disable=g-import-not-at-top
-  args = generate.argparse.Namespace(translate='0.2,-0.1', rotate=25.0)
-  transform = generate.cli.input_transform(args)
+  args = argparse.Namespace(translate='0.2,-0.1', rotate=25.0)
+  transform = cli.input_transform(args)
   np.testing.assert_allclose(transform, _fixture('io_t.npz')['transform'], rtol=0, atol=1e-7)
   moved = generate.generate_images(g_t, [3], transform=transform)
   z = generate.seed_latent(3, g_t.z_dim)
@@ -121,9 +130,6 @@ def test_generate_translate_rotate(g_t):
 
 
 def test_interpolation_video_ramps_the_transform(g_t):
-  from gan_jax.images import to_uint8  # pylint: disable=g-import-not-at-top
-  from gan_jax.tools import generate  # pylint: disable=g-import-not-at-top
-  from gan_jax.tools import interpolate  # pylint: disable=g-import-not-at-top
   full = stylegan3.user_transform((0.5, 0.0), 90.0)
   seen = []
 
@@ -138,3 +144,34 @@ def test_interpolation_video_ramps_the_transform(g_t):
   np.testing.assert_array_equal(frames[-1], to_uint8(g_t.synthesis(ws, transform=full))[0])
   np.testing.assert_array_equal(frames[0], to_uint8(g_t.synthesis(
       g_t.mapping(generate.seed_latent(0, g_t.z_dim)), transform=np.eye(3)))[0])
+
+
+# --------------------------------------------------------------------------------------------
+# The train step moves the magnitude EMAs.
+
+
+def test_train_step_updates_the_magnitude_emas():
+  """One StyleGAN2-loss step (G main, D main + R1) of a tiny StyleGAN3 G: the magnitude EMAs
+  and w_avg move (with D main's fakes, NVIDIA's run_G(update_emas=True)) and G_ema gets them."""
+  G = stylegan3.Generator(img_resolution=8, img_channels=1, z_dim=4, w_dim=4, channel_base=16,
+                          channel_max=4, num_layers=3, num_critical=1, magnitude_ema_beta=0.5)
+  D = stylegan3.Discriminator(img_resolution=8, img_channels=1, channel_base=16, channel_max=4,
+                              mbstd_group_size=2)
+  cfg = ts.StepConfig(batch_size=2, c_dim=0, r1_gamma=0.5, r1_interval=1, pl_weight=0.0,
+                      pl_interval=4, pl_decay=0.01, pl_batch_shrink=2, style_mixing_prob=0.0,
+                      ema_kimg=10.0, ema_rampup=0.05)
+  tx = optax.adam(1e-3)
+  state = state_lib.create(G, D, tx, tx, 0, jax.random.PRNGKey(0))
+  step = jax.jit(ts.make_train_step(G, D, tx, tx, cfg), static_argnums=(2, 3))
+  batch = {'image': jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1)),
+           'label': jnp.zeros((2,), jnp.int32)}
+  new, metrics = step(state, batch, True, False)
+  assert np.isfinite(float(metrics['loss/G'])) and np.isfinite(float(metrics['loss/D']))
+  old_b, new_b = state.g_buffers['synthesis'], new.g_buffers['synthesis']
+  layers = [k for k in old_b if k != 'input']
+  assert len(layers) == 4
+  for name in layers:
+    assert float(old_b[name]['magnitude_ema']) == 1.0
+    assert float(new_b[name]['magnitude_ema']) != 1.0, name
+  assert not np.allclose(new.g_buffers['mapping']['w_avg'], state.g_buffers['mapping']['w_avg'])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, new.ema_buffers, new.g_buffers)
