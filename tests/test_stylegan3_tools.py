@@ -9,17 +9,20 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
 
 import gan_jax
+from gan_jax import models
 from gan_jax import state as state_lib
 from gan_jax import train_step as ts
 from gan_jax.images import to_uint8
 from gan_jax.models import stylegan3
 from gan_jax.tools import cli
 from gan_jax.tools import convert_nvlabs
+from gan_jax.tools import export
 from gan_jax.tools import generate
 from gan_jax.tools import interpolate
 from gan_jax.tools import nvlabs_pickle
@@ -175,3 +178,17 @@ def test_train_step_updates_the_magnitude_emas():
     assert float(new_b[name]['magnitude_ema']) != 1.0, name
   assert not np.allclose(new.g_buffers['mapping']['w_avg'], state.g_buffers['mapping']['w_avg'])
   jax.tree_util.tree_map(np.testing.assert_array_equal, new.ema_buffers, new.g_buffers)
+
+
+def test_export_reads_a_stylegan3_workdirs_shapes():
+  """tools.export rebuilds a workdir's G from config.model and the checkpoint's own shapes."""
+  config = ml_collections.ConfigDict(dict(
+      name='stylegan3', z_dim=8, w_dim=8, mapping_layers=2, channel_base=1024, channel_max=64,
+      conv_clamp=0, num_bf16_res=0, mbstd_group_size=4, mbstd_num_channels=1, w_avg_beta=0.998,
+      conv_kernel=1, use_radial_filters=True, magnitude_ema_beta=0.99))
+  G, D = models.build(config, 32, 3, 5)
+  assert (G.conv_kernel, G.use_radial_filters, G.magnitude_ema_beta) == (1, True, 0.99)
+  assert models.family_of(D).name == 'stylegan3'
+  shapes = export.abstract_variables(G)
+  assert export._data_shapes_from_params(shapes['params'], 8) == dict(
+      img_resolution=32, img_channels=3, c_dim=5)

@@ -66,7 +66,7 @@ def generator_kwargs_from_nvlabs(state_dict: Mapping[str, np.ndarray]) -> dict[s
   channel_max = max(channels[:-1])
   base = dict(img_resolution=size, img_channels=img_channels, num_layers=last,
               conv_kernel=conv_kernel, use_radial_filters=bool(radial))
-  for channel_base in _channel_base_candidates(sd, base, channels, channel_max):
+  for channel_base in _channel_base_candidates(base, channels, channel_max):
     _, specs = sg3_filters.schedule(size, img_channels, channel_base, channel_max,
                                     num_layers=last)
     if [s.out_channels for s in specs] == channels:
@@ -75,7 +75,7 @@ def generator_kwargs_from_nvlabs(state_dict: Mapping[str, np.ndarray]) -> dict[s
                              f'channel_max {channel_max}')
 
 
-def _channel_base_candidates(sd, base, channels, channel_max) -> list[int]:
+def _channel_base_candidates(base, channels, channel_max) -> list[int]:
   """Powers of two first (every NVIDIA config), then the values the unsaturated layers imply."""
   _, specs = sg3_filters.schedule(base['img_resolution'], base['img_channels'], 1, channel_max,
                                   num_layers=base['num_layers'])
