@@ -208,10 +208,12 @@ def _reference_filtered_lrelu(x, fu, fd, b, up, down, padding, gain, slope, clam
   return y[:, :, ::down, ::down]
 
 
+@pytest.mark.parametrize('dense_max', [sg3_filters.DENSE_MAX, 0], ids=['dense', 'blocked'])
 @pytest.mark.parametrize('layer, radial, clamp', [(0, False, None), (5, False, None),
                                                   (13, False, 0.5), (5, True, None),
                                                   (9, True, 1.0)])
-def test_filtered_lrelu_matches_numpy_reference(layer, radial, clamp):
+def test_filtered_lrelu_matches_numpy_reference(layer, radial, clamp, dense_max):
+  """Both forms: dense matrices (the fixture's sizes) and block-banded ones (longer axes)."""
   _, specs = sg3_filters.schedule(32, 3, 512, 32, conv_kernel=1 if radial else 3,
                                   use_radial_filters=radial)
   s = specs[layer]
@@ -224,7 +226,8 @@ def test_filtered_lrelu_matches_numpy_reference(layer, radial, clamp):
   want = _reference_filtered_lrelu(x.astype(np.float64), fu, fd, b, s.up, s.down, s.padding,
                                    math.sqrt(2), 0.2, clamp)
   assert want.shape[2:] == (s.out_size, s.out_size)
-  ops = sg3_filters.FilteredLReLU.build(fu, fd, (hw, hw), s.up, s.down, s.padding)
+  ops = sg3_filters.FilteredLReLU.build(fu, fd, (hw, hw), s.up, s.down, s.padding, dense_max)
+  assert (ops.blocked is None) == (dense_max > 0)
   got = jax.jit(lambda x, b: sg3_filters.filtered_lrelu(x, ops, b, clamp=clamp))(
       x.transpose(0, 2, 3, 1), b)
   np.testing.assert_allclose(_nchw(got), want, rtol=0, atol=2e-5 * np.abs(want).max())

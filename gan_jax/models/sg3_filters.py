@@ -18,10 +18,12 @@ here in NumPy) used separably, or for config R's non-critical downsampling a rad
 
 `filtered_lrelu` runs bias -> upsample (zero insertion, pad, FIR with gain up^2) -> leaky ReLU
 with gain -> optional clamp -> FIR and keep every `down`-th sample, like NVIDIA's `filtered_lrelu`
-reference path. Each resampling step along one axis is one small dense matrix (upsampling,
-padding / cropping, filtering and decimation folded together), so the whole op is four
-matrix products (a radial filter: two, over its few separable SVD terms) with no loop over taps
-in the graph; the gradient is matrix products too.
+reference path. Each resampling step along one axis is one matrix (upsampling, padding /
+cropping, filtering and decimation folded together), so the whole op is four matrix products (a
+radial filter: two, over its few separable SVD terms) with no loop over taps in the graph; the
+gradient is matrix products too. Axes up to DENSE_MAX samples use one dense matrix; longer ones
+(256x256 and larger networks) block-banded ones (`BlockResample`: every block of outputs reads a
+short window of inputs through one shared matrix), which need far fewer multiply-adds there.
 """
 
 import dataclasses
@@ -223,34 +225,112 @@ def _separable_terms(f2d: np.ndarray, rtol: float = 1e-7) -> list[tuple[np.ndarr
   return [(u[:, r] * s[r], vt[r]) for r in np.nonzero(keep)[0]]
 
 
+# Axes up to this long resample with one dense matrix; longer ones with block-banded matrices.
+DENSE_MAX = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockResample:
+  """1-D upfirdn along one axis as block-banded matrices (for long axes, where a dense matrix
+  would cost n_in multiply-adds per output instead of about the taps).
+
+  Output block j (rows j * rows ... (j + 1) * rows - 1) reads the `width` input samples from
+  j * stride + start on (zeros outside the signal), and every block uses the same (rows, width)
+  matrix: the resampling is shift-invariant by `stride` inputs per `rows` outputs.
+  """
+  matrix: np.ndarray  # (rows, width) float32, width = span * stride
+  stride: int
+  span: int  # input blocks per window
+  start: int
+  n_in: int
+  n_out: int
+
+  @classmethod
+  def build(cls, f: Optional[np.ndarray], n_in: int, up: int = 1, down: int = 1,
+            pad: tuple[int, int] = (0, 0), gain: float = 1.0,
+            stride: int = 32) -> 'BlockResample':
+    f = np.ones(1) if f is None else np.asarray(f, np.float64)
+    taps = len(f)
+    n_out = (n_in * up + pad[0] + pad[1] - taps) // down + 1
+    if (stride * up) % down:
+      raise ValueError(f'stride {stride} does not fit up {up} / down {down}')
+    rows = stride * up // down
+    start = -(pad[0] // up)  # the first input the first output reads: ceil(-pad / up)
+    last = ((rows - 1) * down - pad[0] + taps - 1) // up  # the last one the block's last reads
+    span = -(-(last - start + 1) // stride)
+    r = np.arange(rows)[:, None]
+    i = start + np.arange(span * stride)[None, :]
+    t = i * up + pad[0] - r * down  # out[o] = sum_t f[taps - 1 - t] z[o * down + t]
+    valid = (t >= 0) & (t < taps)
+    matrix = np.where(valid, f[::-1][np.clip(t, 0, taps - 1)], 0.0) * gain
+    return cls(matrix.astype(np.float32), stride, span, start, n_in, n_out)
+
+  def apply(self, x: Array, axis: int) -> Array:
+    """Resamples NHWC x along axis 1 (H) or 2 (W)."""
+    rows, s, m = self.matrix.shape[0], self.stride, self.span
+    blocks = -(-self.n_out // rows)
+    length = (blocks - 1 + m) * s
+    cfg = [(0, 0, 0)] * x.ndim
+    cfg[axis] = (-self.start, length + self.start - self.n_in, 0)  # negative values crop
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), cfg)
+    x = x.reshape(x.shape[:axis] + (blocks - 1 + m, s) + x.shape[axis + 1:])
+    windows = jnp.concatenate(
+        [jax.lax.slice_in_dim(x, q, q + blocks, axis=axis) for q in range(m)], axis=axis + 1)
+    spec = 'rs,nkswc->nkrwc' if axis == 1 else 'rs,nhksc->nhkrc'
+    y = jnp.einsum(spec, self.matrix.astype(x.dtype), windows)
+    y = y.reshape(y.shape[:axis] + (blocks * rows,) + y.shape[axis + 2:])
+    return jax.lax.slice_in_dim(y, 0, self.n_out, axis=axis)
+
+
 @dataclasses.dataclass(frozen=True)
 class FilteredLReLU:
-  """The resampling matrices of one layer's filtered leaky ReLU for a given input size (H, W).
+  """The resampling of one layer's filtered leaky ReLU for a given input size (H, W).
 
-  Matrices are float32 NumPy constants: up_y (H_tmp, H), up_x (W_tmp, W) and, per separable
-  term r of the down filter, down_y[r] (H_out, H_tmp), down_x[r] (W_out, W_tmp).
+  Dense (every axis at most `DENSE_MAX` long): float32 NumPy matrices up_y (H_tmp, H), up_x
+  (W_tmp, W) and, per separable term r of the down filter, down_y[r] (H_out, H_tmp), down_x[r]
+  (W_out, W_tmp). Otherwise `blocked` holds (up_y, up_x, [down_y per term], [down_x per term])
+  as BlockResamples and the matrices are None.
   """
-  up_y: np.ndarray
-  up_x: np.ndarray
-  down_y: np.ndarray  # (R, H_out, H_tmp)
-  down_x: np.ndarray  # (R, W_out, W_tmp)
+  up_y: Optional[np.ndarray]
+  up_x: Optional[np.ndarray]
+  down_y: Optional[np.ndarray]  # (R, H_out, H_tmp)
+  down_x: Optional[np.ndarray]  # (R, W_out, W_tmp)
+  blocked: Optional[tuple] = None
 
   @classmethod
   def build(cls, fu: Optional[np.ndarray], fd: Optional[np.ndarray], in_hw: tuple[int, int],
-            up: int, down: int, padding: tuple[int, int, int, int]) -> 'FilteredLReLU':
+            up: int, down: int, padding: tuple[int, int, int, int],
+            dense_max: int = DENSE_MAX) -> 'FilteredLReLU':
     px0, px1, py0, py1 = padding
     h, w = in_hw
-    fu_y = fu_x = fu
-    up_y = resample_matrix(fu_y, h, up=up, pad=(py0, py1), gain=up)
-    up_x = resample_matrix(fu_x, w, up=up, pad=(px0, px1), gain=up)
+    up_y = resample_matrix(fu, h, up=up, pad=(py0, py1), gain=up)
+    up_x = resample_matrix(fu, w, up=up, pad=(px0, px1), gain=up)
     if fd is not None and np.asarray(fd).ndim == 2:
       terms = _separable_terms(fd)
     else:
       terms = [(fd, fd)]
-    down_y = np.stack([resample_matrix(fy, up_y.shape[0], down=down) for fy, _ in terms])
-    down_x = np.stack([resample_matrix(fx, up_x.shape[0], down=down) for _, fx in terms])
+    tmp_h, tmp_w = up_y.shape[0], up_x.shape[0]
+    if max(h, w, tmp_h, tmp_w) > dense_max:
+      blocked = (BlockResample.build(fu, h, up=up, pad=(py0, py1), gain=up),
+                 BlockResample.build(fu, w, up=up, pad=(px0, px1), gain=up),
+                 [BlockResample.build(fy, tmp_h, down=down) for fy, _ in terms],
+                 [BlockResample.build(fx, tmp_w, down=down) for _, fx in terms])
+      return cls(None, None, None, None, blocked)
+    down_y = np.stack([resample_matrix(fy, tmp_h, down=down) for fy, _ in terms])
+    down_x = np.stack([resample_matrix(fx, tmp_w, down=down) for _, fx in terms])
     f32 = lambda a: a.astype(np.float32)
     return cls(f32(up_y), f32(up_x), f32(down_y), f32(down_x))
+
+
+def _lrelu(x: Array, gain: float, slope: float, clamp: Optional[float]) -> Array:
+  dt = x.dtype
+  if slope != 1:
+    x = jnp.where(x >= 0, x, x * np.asarray(slope, dt))
+  if gain != 1:
+    x = x * np.asarray(gain, dt)
+  if clamp is not None and clamp >= 0:
+    x = jnp.clip(x, -clamp, clamp)
+  return x
 
 
 def filtered_lrelu(x: Array, ops: FilteredLReLU, bias: Optional[Array] = None,
@@ -260,14 +340,14 @@ def filtered_lrelu(x: Array, ops: FilteredLReLU, bias: Optional[Array] = None,
   if bias is not None:
     x = x + bias.astype(x.dtype)
   dt = x.dtype
+  if ops.blocked is not None:
+    up_y, up_x, down_y, down_x = ops.blocked
+    x = _lrelu(up_x.apply(up_y.apply(x, 1), 2), gain, slope, clamp)
+    terms = [dx.apply(dy.apply(x, 1), 2) for dy, dx in zip(down_y, down_x)]
+    return terms[0] if len(terms) == 1 else sum(terms[1:], terms[0])
   x = jnp.einsum('ph,nhwc->npwc', ops.up_y.astype(dt), x)
   x = jnp.einsum('qw,npwc->npqc', ops.up_x.astype(dt), x)
-  if slope != 1:
-    x = jnp.where(x >= 0, x, x * np.asarray(slope, dt))
-  if gain != 1:
-    x = x * np.asarray(gain, dt)
-  if clamp is not None and clamp >= 0:
-    x = jnp.clip(x, -clamp, clamp)
+  x = _lrelu(x, gain, slope, clamp)
   if ops.down_y.shape[0] == 1:
     x = jnp.einsum('ph,nhwc->npwc', ops.down_y[0].astype(dt), x)
     return jnp.einsum('qw,npwc->npqc', ops.down_x[0].astype(dt), x)
