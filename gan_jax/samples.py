@@ -25,7 +25,7 @@ def make_sample_fn(G, target_resolution: int, mesh: Optional[jax.sharding.Mesh] 
     kwargs = dict(stage=resolution, alpha=alpha) if family.grows else {}
     if family.w_space:
       images = G.apply({'params': params, 'buffers': buffers}, z, c, truncation_psi=psi,
-                       noise_mode='const', **kwargs)
+                       **family.noise_kwargs('const'), **kwargs)
     else:  # ProGAN: no truncation, no buffers
       images = G.apply({'params': params}, z, c, **kwargs)
     return layers.upsample_nearest(images, target_resolution // resolution)

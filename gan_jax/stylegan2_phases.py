@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from gan_jax import augment as augment_lib
 from gan_jax import losses
+from gan_jax import models
 
 
 class GDraws(NamedTuple):
@@ -40,6 +41,7 @@ class Phases:
   def __init__(self, G, D, cfg, shard: Callable[[jax.Array], jax.Array] = None,
                noise_mode: str = 'random'):
     self.G, self.D, self.cfg, self.noise_mode = G, D, cfg, noise_mode
+    self.family = models.family_of(G)
     self.shard = shard or (lambda x: x)
     # config.train.remat: path length and R1 differentiate twice through G / D; these copies
     # (same parameters) checkpoint every block, so the double backward keeps the block inputs only.
@@ -59,8 +61,8 @@ class Phases:
 
   def synth(self, g_params, g_buffers, ws, d: GDraws, G=None):
     return (G or self.G).apply({'params': g_params, 'buffers': g_buffers}, ws,
-                               method='synthesize', noise_mode=self.noise_mode,
-                               rngs={'noise': d.noise})
+                               method='synthesize', rngs={'noise': d.noise},
+                               **self.family.noise_kwargs(self.noise_mode))
 
   def run_g(self, g_params, g_buffers, d: GDraws, update_w_avg: bool):
     """(images, new buffers) of one generator evaluation."""
@@ -69,8 +71,15 @@ class Phases:
 
   def d_fakes(self, g_params, g_buffers, draws: StepDraws):
     """(fakes for D's phases, new G buffers): G gets no gradient from D's loss."""
-    fakes, buffers = self.run_g(g_params, g_buffers, draws.d_main, update_w_avg=True)
-    return jax.lax.stop_gradient(fakes), buffers
+    if not self.family.synthesis_emas:
+      fakes, buffers = self.run_g(g_params, g_buffers, draws.d_main, update_w_avg=True)
+      return jax.lax.stop_gradient(fakes), buffers
+    # StyleGAN3: these fakes also move the synthesis layers' magnitude EMAs (NVIDIA's Dmain
+    # run_G(update_emas=True)).
+    ws, buffers = self.map_ws(g_params, g_buffers, draws.d_main, update_w_avg=True)
+    fakes, mutated = self.G.apply({'params': g_params, 'buffers': buffers}, ws,
+                                  method='synthesize', update_emas=True, mutable=['buffers'])
+    return jax.lax.stop_gradient(fakes), mutated['buffers']
 
   def d_logits(self, d_params, images, c, D=None):
     return (D or self.D).apply({'params': d_params}, images, c)

@@ -34,11 +34,12 @@ def test_each_family_does_what_it_states(name):
   assert (info.family, info.z_dim, info.c_dim, info.img_resolution, info.img_channels) == (
       family, 8, 0, 8, 1)
   if family.w_space:
-    assert info.w_dim == 8 and info.num_ws == G.num_ws == 4  # 2 * log2(8) - 2
+    # 2 * log2(8) - 2; StyleGAN3: num_layers (14) + 2 whatever the resolution.
+    assert info.w_dim == 8 and info.num_ws == G.num_ws == (16 if name == 'stylegan3' else 4)
     assert 'w_avg' in variables['buffers']['mapping']
     ws = jax.eval_shape(lambda v: G.apply(v, np.zeros((2, 8), np.float32), None, method='map'),
                         variables)
-    assert ws.shape == (2, 4, 8)
+    assert ws.shape == (2, G.num_ws, 8)
   else:
     assert info.w_dim is None and info.num_ws is None and 'buffers' not in variables
     assert not hasattr(G, 'map')

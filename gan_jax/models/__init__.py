@@ -15,6 +15,7 @@ import jax
 from gan_jax.models import progan
 from gan_jax.models import stylegan
 from gan_jax.models import stylegan2
+from gan_jax.models import stylegan3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Family:
   w_space: bool  # G has a mapping network: methods map/synthesize, truncation, w_avg, num_ws
   noise: bool  # G takes noise_mode ('random', 'const', 'none') and keeps noise_const buffers
   grows: bool  # G and D take stage (a static resolution) and alpha (traced): progressive growing
+  # G's synthesize / __call__ take `transform`, the input layer's 3x3 user transform (StyleGAN3:
+  # translate / rotate the output; `stylegan3.user_transform`).
+  input_transform: bool = False
+  # G's synthesize takes `update_emas` (StyleGAN3's per-layer magnitude EMAs, in 'buffers'): the
+  # train step moves them with D main's fakes, as NVIDIA's run_G(update_emas=True).
+  synthesis_emas: bool = False
 
   def noise_kwargs(self, noise_mode: str) -> dict[str, Any]:
     """The keyword G's __call__ takes for `noise_mode` ({} for a family without noise)."""
@@ -40,6 +47,9 @@ FAMILIES = {f.name: f for f in (
            w_space=True, noise=True, grows=True),  # fixed resolution or growing
     Family('stylegan2', 'StyleGAN2', stylegan2.Generator, stylegan2.Discriminator,
            w_space=True, noise=True, grows=False),
+    Family('stylegan3', 'StyleGAN3', stylegan3.Generator, stylegan3.Discriminator,
+           w_space=True, noise=False, grows=False, input_transform=True,
+           synthesis_emas=True),  # D: StyleGAN2's
 )}
 # name -> (Generator class, Discriminator class).
 MODELS = {name: (f.generator, f.discriminator) for name, f in FAMILIES.items()}
@@ -113,6 +123,9 @@ def build(model_config, img_resolution: int, img_channels: int, c_dim: int,
                   mapping_layers=model_config.mapping_layers)
   if model_config.get('w_avg_beta') is not None:  # a config.json of before it existed: the default
     g_kwargs['w_avg_beta'] = model_config.w_avg_beta
+  for name in ('conv_kernel', 'use_radial_filters', 'magnitude_ema_beta'):  # StyleGAN3's
+    if model_config.get(name) is not None:
+      g_kwargs[name] = model_config[name]
   d_kwargs = dict(common, mbstd_group_size=model_config.mbstd_group_size or None,
                   mbstd_num_channels=model_config.mbstd_num_channels)
   G = generator_cls(**{k: v for k, v in g_kwargs.items() if k in _fields(generator_cls)})

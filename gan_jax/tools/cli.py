@@ -43,3 +43,35 @@ def class_label(g: loading.LoadedGenerator, class_idx: Optional[int]) -> Optiona
     print(f'warning: --class={class_idx} ignored: the generator is unconditional',
           file=sys.stderr)
   return None
+
+
+def add_transform_args(parser: argparse.ArgumentParser, what: str = 'the images') -> None:
+  """--translate X,Y and --rotate DEG: StyleGAN3's input transform (NVIDIA's gen_images.py)."""
+  parser.add_argument('--translate', default=None,
+                      help=f'StyleGAN3: translate {what} by X,Y image widths, e.g. 0.2,-0.1')
+  parser.add_argument('--rotate', type=float, default=None,
+                      help=f'StyleGAN3: rotate {what} by this many degrees')
+
+
+def parse_translate(text: Optional[str]) -> tuple[float, float]:
+  """'0.2,-0.1' -> (0.2, -0.1); None -> (0, 0)."""
+  if text is None:
+    return 0.0, 0.0
+  parts = text.split(',')
+  try:
+    if len(parts) != 2:
+      raise ValueError
+    return float(parts[0]), float(parts[1])
+  except ValueError:
+    raise cli_errors.UserError(f'--translate takes X,Y (two numbers), got {text!r}') from None
+
+
+def input_transform(args: argparse.Namespace, fraction: float = 1.0) -> Optional[np.ndarray]:
+  """The (3, 3) input transform for `fraction` of --translate / --rotate (None when neither is
+  given): inv(make_transform(translate, rotate)), as NVIDIA's gen_images.py sets it."""
+  if args.translate is None and args.rotate is None:
+    return None
+  tx, ty = parse_translate(args.translate)
+  from gan_jax.models import stylegan3  # pylint: disable=g-import-not-at-top
+  return stylegan3.user_transform((tx * fraction, ty * fraction),
+                                  (args.rotate or 0.0) * fraction)

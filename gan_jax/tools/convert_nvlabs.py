@@ -1,4 +1,4 @@
-"""Convert NVIDIA StyleGAN2-ADA-PyTorch generator weights into our export format.
+"""Convert NVIDIA StyleGAN2-ADA-PyTorch and StyleGAN3 generator weights into our export format.
 
   python -m gan_jax.tools.convert_nvlabs network-snapshot-025000.pkl exports/ffhq [--overwrite]
   python -m gan_jax.tools.convert_nvlabs g_state_dict.npz exports/mine
@@ -18,6 +18,11 @@ cannot tell (conv_clamp, mapping lr multiplier, w_avg beta) comes from the pickl
 kwargs when there are any, else NVIDIA's defaults, which are ours. Only the 'skip' generator
 architecture is supported. Layers NVIDIA runs in float16 (num_fp16_res > 0) run in float32 here,
 so such a network's images match NVIDIA's to float16 precision, not float32.
+
+StyleGAN3 weights (configs T and R; told apart by the Fourier input layer,
+`synthesis.input.freqs`) become a 'stylegan3' export: `gan_jax.tools.nvlabs_sg3` reads the
+architecture off the weights, a pickle's recorded kwargs (flat in StyleGAN3) fill in the rest, and
+the stored up / down filters must equal the ones our generator designs.
 """
 
 import argparse
@@ -31,6 +36,7 @@ from gan_jax import cli_errors
 from gan_jax.tools import export
 from gan_jax.tools import nvlabs
 from gan_jax.tools import nvlabs_pickle
+from gan_jax.tools import nvlabs_sg3
 
 SUFFIXES = ('.pkl', '.npz', '.pt', '.pth')
 
@@ -84,20 +90,36 @@ def read_state_dict(src: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
       f'{src}: unknown weight file type {suffix!r} (expected one of {SUFFIXES})')
 
 
-def read_nvlabs(src: str | os.PathLike) -> tuple[dict[str, Any], dict]:
-  """(our Generator kwargs, our variables) for NVIDIA generator weights in `src`."""
+def read_nvlabs_model(src: str | os.PathLike) -> tuple[str, dict[str, Any], dict]:
+  """(our model family name, Generator kwargs, variables) for NVIDIA generator weights in `src`:
+  'stylegan3' for StyleGAN3 weights, else 'stylegan2'."""
   state_dict, recorded = read_state_dict(src)
-  kwargs = nvlabs.generator_kwargs_from_nvlabs(state_dict)
-  kwargs.update(_kwargs_from_recorded(recorded, kwargs))
-  G = export.build_generator('stylegan2', kwargs)
-  variables = nvlabs.generator_variables_from_nvlabs(state_dict, G)
-  return export.module_kwargs(G), variables
+  if nvlabs_sg3.is_stylegan3(state_dict):
+    model = 'stylegan3'
+    kwargs = nvlabs_sg3.generator_kwargs_from_nvlabs(state_dict)
+    kwargs.update(nvlabs_sg3.kwargs_from_recorded(recorded, kwargs))
+    G = export.build_generator(model, kwargs)
+    variables = nvlabs_sg3.generator_variables_from_nvlabs(state_dict, G)
+  else:
+    model = 'stylegan2'
+    kwargs = nvlabs.generator_kwargs_from_nvlabs(state_dict)
+    kwargs.update(_kwargs_from_recorded(recorded, kwargs))
+    G = export.build_generator(model, kwargs)
+    variables = nvlabs.generator_variables_from_nvlabs(state_dict, G)
+  return model, export.module_kwargs(G), variables
+
+
+def read_nvlabs(src: str | os.PathLike) -> tuple[dict[str, Any], dict]:
+  """(our Generator kwargs, our variables) for NVIDIA generator weights in `src` (the family:
+  `read_nvlabs_model`)."""
+  _, kwargs, variables = read_nvlabs_model(src)
+  return kwargs, variables
 
 
 def convert(src: str | os.PathLike, dest: str | os.PathLike, overwrite: bool = False) -> str:
   """Writes the export of NVIDIA's generator in `src` to `dest`; returns `dest`."""
-  kwargs, variables = read_nvlabs(src)
-  return export.export_generator(dest, kwargs, variables, model='stylegan2',
+  model, kwargs, variables = read_nvlabs_model(src)
+  return export.export_generator(dest, kwargs, variables, model=model,
                                  source=f'NVIDIA weights {os.path.abspath(os.fspath(src))}',
                                  overwrite=overwrite)
 
@@ -105,8 +127,8 @@ def convert(src: str | os.PathLike, dest: str | os.PathLike, overwrite: bool = F
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
       prog='python -m gan_jax.tools.convert_nvlabs',
-      description='Convert NVIDIA StyleGAN2-ADA generator weights (.pkl, .npz, .pt) into an '
-                  'export directory for gan_jax.load_generator.')
+      description='Convert NVIDIA StyleGAN2-ADA or StyleGAN3 generator weights (.pkl, .npz, '
+                  '.pt) into an export directory for gan_jax.load_generator.')
   parser.add_argument('src', help='network pickle (.pkl) or generator state dict (.npz, .pt)')
   parser.add_argument('dest', help='export directory to write')
   parser.add_argument('--overwrite', action='store_true', help='replace an existing export')

@@ -155,13 +155,18 @@ def _data_shapes_from_params(ema_params, z_dim: int) -> dict[str, int]:
                 img_channels=int(ema_params[f'b{res}']['torgb']['weight'].shape[-1]),
                 c_dim=int(ema_params['b4']['dense']['weight'].shape[0]) - z_dim)
   synthesis = ema_params['synthesis']
+  mapping = ema_params['mapping']
+  c_dim = int(mapping['embed']['weight'].shape[0]) if 'embed' in mapping else 0  # (in, out)
+  # StyleGAN3: layers L{i}_{size}_{channels}; the last (toRGB) has the image's size and channels.
+  sg3_layers = sorted((int(m.group(1)), int(m.group(2)), int(m.group(3))) for k in synthesis
+                      if (m := re.fullmatch(r'L(\d+)_(\d+)_(\d+)', k)))
+  if sg3_layers:
+    return dict(img_resolution=sg3_layers[-1][1], img_channels=sg3_layers[-1][2], c_dim=c_dim)
   resolutions = sorted(int(m.group(1)) for k in synthesis if (m := re.fullmatch(r'b(\d+)', k)))
   if not resolutions:
     raise cli_errors.UserError('checkpoint has no synthesis blocks b<res>')
   res = resolutions[-1]
   img_channels = int(synthesis[f'b{res}']['torgb']['weight'].shape[-1])  # HWIO
-  mapping = ema_params['mapping']
-  c_dim = int(mapping['embed']['weight'].shape[0]) if 'embed' in mapping else 0  # (in, out)
   return dict(img_resolution=res, img_channels=img_channels, c_dim=c_dim)
 
 

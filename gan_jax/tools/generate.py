@@ -5,6 +5,8 @@
   python -m gan_jax.tools.generate --checkpoint exports/ffhq --seeds 0,5,10-12 --outdir out/
   python -m gan_jax.tools.generate --checkpoint network-snapshot.pkl --seeds 0-3 --class 2 \
       --outdir out/
+  python -m gan_jax.tools.generate --checkpoint stylegan3-t.pkl --seeds 0-3 \
+      --translate 0.2,-0.1 --rotate 25 --outdir out/      # StyleGAN3 only, as gen_images.py
 
 (`python -m gan_jax.generate` is the same command.) --checkpoint takes anything
 `gan_jax.load_generator` takes: an export directory, a workdir's checkpoints/<step> directory, or
@@ -27,6 +29,7 @@ import numpy as np
 
 from gan_jax import cli_errors
 from gan_jax.images import make_grid, save_png, to_uint8
+from gan_jax.tools import cli
 from gan_jax.tools import loading
 
 
@@ -53,8 +56,10 @@ def seed_latent(seed: int, z_dim: int) -> np.ndarray:
 
 def generate_images(g: loading.LoadedGenerator, seeds: Sequence[int], psi: float = 1.0,
                     class_idx: Optional[int] = None, noise: str = 'const',
-                    truncation_cutoff: Optional[int] = None) -> np.ndarray:
-  """uint8 images (len(seeds), H, W, C), one generator call per seed."""
+                    truncation_cutoff: Optional[int] = None,
+                    transform: Optional[np.ndarray] = None) -> np.ndarray:
+  """uint8 images (len(seeds), H, W, C), one generator call per seed; `transform`: StyleGAN3's
+  (3, 3) input transform (`cli.input_transform`), None for the stored one."""
   c = None
   if g.c_dim:
     if class_idx is None:
@@ -64,7 +69,8 @@ def generate_images(g: loading.LoadedGenerator, seeds: Sequence[int], psi: float
     print(f'warning: --class={class_idx} ignored: the generator is unconditional',
           file=sys.stderr)
   out = [g(seed_latent(seed, g.z_dim), c, psi=psi, noise=noise,
-           truncation_cutoff=truncation_cutoff, rng=seed)[0] for seed in seeds]
+           truncation_cutoff=truncation_cutoff, rng=seed, transform=transform)[0]
+         for seed in seeds]
   return to_uint8(np.stack(out))
 
 
@@ -84,6 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   parser.add_argument('--class', dest='class_idx', type=int, default=None,
                       help='class label (conditional generators)')
   parser.add_argument('--noise', choices=loading.NOISE_MODES, default='const')
+  cli.add_transform_args(parser)
   parser.add_argument('--outdir', required=True)
   parser.add_argument('--grid', action='store_true', help='also write grid.png')
   parser.add_argument('--grid-cols', type=int, default=None, help='grid columns')
@@ -92,8 +99,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   if args.step is not None and not args.workdir:
     parser.error('--step goes with --workdir (a checkpoints/<step> dir works as --checkpoint)')
   seeds = parse_seeds(args.seeds)
+  transform = cli.input_transform(args)  # a bad --translate fails before loading
   g = loading.load_generator(args.workdir or args.checkpoint, step=args.step)
-  images = generate_images(g, seeds, args.trunc, args.class_idx, args.noise, args.trunc_cutoff)
+  images = generate_images(g, seeds, args.trunc, args.class_idx, args.noise, args.trunc_cutoff,
+                           transform)
   os.makedirs(args.outdir, exist_ok=True)
   written = []
   for seed, image in zip(seeds, images):

@@ -16,6 +16,9 @@ next frame would be the first (it plays seamlessly on repeat).
 fall back to lerp). Defaults follow NVIDIA's perceptual path length: slerp in Z, lerp in W.
 --grid WxH shows W * H interpolations side by side: the seeds are split in order into W * H
 equal runs, one per cell (so len(seeds) must be a multiple of W * H, with at least 2 per cell).
+StyleGAN3 generators also take --translate X,Y and --rotate DEG: the camera moves over the video,
+frame t of T showing the input transform of t / (T - 1) of that translation and rotation (the
+first frame none, the last all of it; with --loop t / T, so it never wraps back).
 MP4 needs imageio and imageio-ffmpeg (`pip install 'gan_jax[tools]'`); GIF needs only Pillow.
 """
 
@@ -84,8 +87,10 @@ def parse_grid(text: str) -> tuple[int, int]:
 def interpolation_frames(g: loading.LoadedGenerator, seeds: Sequence[int], space: str = 'z',
                          method: Optional[str] = None, frames: int = 30, loop: bool = False,
                          grid: tuple[int, int] = (1, 1), psi: float = 1.0,
-                         class_idx: Optional[int] = None) -> np.ndarray:
-  """uint8 video frames (T, H * grid_h, W * grid_w, C); const noise."""
+                         class_idx: Optional[int] = None,
+                         transform_at=None) -> np.ndarray:
+  """uint8 video frames (T, H * grid_h, W * grid_w, C); const noise. `transform_at(fraction)`:
+  StyleGAN3's (3, 3) input transform at that fraction of the video (None: the stored one)."""
   if space not in ('z', 'w'):
     raise cli_errors.UserError(f'space must be z or w, got {space!r}')
   method = method or ('slerp' if space == 'z' else 'lerp')
@@ -101,11 +106,19 @@ def interpolation_frames(g: loading.LoadedGenerator, seeds: Sequence[int], space
   zs = zs.reshape(cells, len(seeds) // cells, g.z_dim)
   if space == 'z':
     paths = np.stack([latent_path(z, frames, method, loop) for z in zs], axis=1)  # (T, cells, D)
-    images = [g(path.astype(np.float32), c(cells), psi=psi) for path in paths]
   else:
     ws = np.stack([g.mapping(z, c(len(z)), psi=psi) for z in zs])
     paths = np.stack([latent_path(w, frames, method, loop) for w in ws], axis=1)
-    images = [g.synthesis(path.astype(np.float32)) for path in paths]
+  count = len(paths)
+  fraction = lambda t: t / count if loop else t / max(count - 1, 1)
+  transforms = [None if transform_at is None else transform_at(fraction(t))
+                for t in range(count)]
+  if space == 'z':
+    images = [g(path.astype(np.float32), c(cells), psi=psi, transform=tr)
+              for path, tr in zip(paths, transforms)]
+  else:
+    images = [g.synthesis(path.astype(np.float32), transform=tr)
+              for path, tr in zip(paths, transforms)]
   return np.stack([make_grid(to_uint8(batch), cols=cols) for batch in images])
 
 
@@ -124,13 +137,18 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
   parser.add_argument('--trunc', type=float, default=1.0, help='truncation psi (1: none)')
   parser.add_argument('--fps', type=float, default=30)
   parser.add_argument('--out', required=True, help='video path, .mp4 or .gif')
+  cli.add_transform_args(parser, what='the last frame (ramped from none at the first)')
   args = parser.parse_args(argv)
 
   video.check_video_path(args.out)  # before any work
   seeds = generate.parse_seeds(args.seeds)
+  cli.input_transform(args)  # a bad --translate fails before loading
+  transform_at = None
+  if args.translate is not None or args.rotate is not None:
+    transform_at = lambda fraction: cli.input_transform(args, fraction)
   g = cli.load_generator(parser, args)
   frames = interpolation_frames(g, seeds, args.space, args.method, args.frames, args.loop,
-                                parse_grid(args.grid), args.trunc, args.class_idx)
+                                parse_grid(args.grid), args.trunc, args.class_idx, transform_at)
   video.write_video(args.out, frames, args.fps)
   print(f'{len(frames)} frames written to {args.out} ({g.source})')
   return args.out

@@ -72,16 +72,17 @@ class LoadedGenerator:
       return module.apply(variables, z, c, truncation_psi=psi,
                           truncation_cutoff=truncation_cutoff, method='map')
 
-    def synthesis(variables, ws, rng, noise_mode):
-      return upsample(module.apply(variables, ws, noise_mode=noise_mode, rngs={'noise': rng},
-                                   method='synthesize', **grow))
+    def synthesis(variables, ws, rng, noise_mode, transform=None):
+      extra = {} if transform is None else {'transform': transform}
+      return upsample(module.apply(variables, ws, rngs={'noise': rng}, method='synthesize',
+                                   **self.family.noise_kwargs(noise_mode), **grow, **extra))
 
-    def generate(variables, z, c, psi, rng, truncation_cutoff, noise_mode):
+    def generate(variables, z, c, psi, rng, truncation_cutoff, noise_mode, transform=None):
       if not self.family.w_space:  # no mapping, truncation (or noise, for ProGAN)
         return upsample(module.apply(variables, z, c, rngs={'noise': rng},
                                      **self.family.noise_kwargs(noise_mode), **grow))
       return synthesis(variables, mapping(variables, z, c, psi, truncation_cutoff), rng,
-                       noise_mode)
+                       noise_mode, transform)
 
     self._mapping = jax.jit(mapping, static_argnames=('truncation_cutoff',))
     self._synthesis = jax.jit(synthesis, static_argnames=('noise_mode',))
@@ -129,6 +130,19 @@ class LoadedGenerator:
       return jax.random.PRNGKey(0)
     return jax.random.PRNGKey(rng) if isinstance(rng, (int, np.integer)) else rng
 
+  def _transform(self, transform, n: int) -> Optional[np.ndarray]:
+    """None, or the input layer's user transform as float32 (3, 3) or (n, 3, 3)."""
+    if transform is None:
+      return None
+    if not self.family.input_transform:
+      raise cli_errors.UserError(f'a {self.family.title} generator takes no input transform '
+                                 '(translate / rotate are StyleGAN3 features)')
+    transform = np.asarray(transform, np.float32)
+    if transform.shape not in ((3, 3), (n, 3, 3)):
+      raise cli_errors.UserError(f'transform must be (3, 3) or ({n}, 3, 3), got '
+                                 f'{transform.shape}')
+    return transform
+
   @staticmethod
   def _noise(noise: str) -> str:
     if noise not in NOISE_MODES:
@@ -136,7 +150,8 @@ class LoadedGenerator:
     return noise
 
   def __call__(self, z, c=None, psi: float = 1.0, noise: str = 'const',
-               truncation_cutoff: Optional[int] = None, rng=None) -> np.ndarray:
+               truncation_cutoff: Optional[int] = None, rng=None,
+               transform=None) -> np.ndarray:
     """Images (N, H, W, C) float32 for latents z (N, z_dim) and labels c.
 
     Args:
@@ -147,6 +162,9 @@ class LoadedGenerator:
         `rng`) or 'none'.
       truncation_cutoff: truncate only ws[:, :cutoff] (None: all).
       rng: PRNG key or int seed for noise='random' (None: key 0); the same rng, the same noise.
+      transform: StyleGAN3 only: the input layer's 3x3 user transform, (3, 3) or per image
+        (N, 3, 3), e.g. `stylegan3.user_transform(translate=(x, y), rotate=degrees)` (None: the
+        stored one, normally the identity).
     """
     z = self._z(z)
     if not self.family.w_space and (psi != 1 or truncation_cutoff is not None):
@@ -155,7 +173,8 @@ class LoadedGenerator:
           'no truncation cutoff')
     images = self._generate(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
                             self._rng(rng), truncation_cutoff=truncation_cutoff,
-                            noise_mode=self._noise(noise))
+                            noise_mode=self._noise(noise),
+                            transform=self._transform(transform, len(z)))
     return np.asarray(images, np.float32)
 
   def mapping(self, z, c=None, psi: float = 1.0,
@@ -166,14 +185,15 @@ class LoadedGenerator:
     return np.asarray(self._mapping(self.variables, z, self._c(c, len(z)), jnp.float32(psi),
                                     truncation_cutoff=truncation_cutoff), np.float32)
 
-  def synthesis(self, ws, noise: str = 'const', rng=None) -> np.ndarray:
-    """Images (N, H, W, C) float32 for ws (N, num_ws, w_dim)."""
+  def synthesis(self, ws, noise: str = 'const', rng=None, transform=None) -> np.ndarray:
+    """Images (N, H, W, C) float32 for ws (N, num_ws, w_dim) (transform: as for __call__)."""
     self._need_w_space('synthesis')
     ws = np.asarray(ws, np.float32)
     if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
       raise cli_errors.UserError(f'ws must be (N, {self.num_ws}, {self.w_dim}), got {ws.shape}')
     return np.asarray(self._synthesis(self.variables, ws, self._rng(rng),
-                                      noise_mode=self._noise(noise)), np.float32)
+                                      noise_mode=self._noise(noise),
+                                      transform=self._transform(transform, len(ws))), np.float32)
 
   @property
   def w_avg(self) -> np.ndarray:
@@ -199,7 +219,8 @@ def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> Loade
   Args:
     path: an export directory (generator.json, see `gan_jax.tools.export`); a training workdir
       (G_ema of its latest checkpoint), its checkpoints/ directory or one checkpoints/<step>
-      directory; or NVIDIA StyleGAN2-ADA weights (.pkl network pickle, .npz or .pt state dict),
+      directory; or NVIDIA StyleGAN2-ADA or StyleGAN3 weights (.pkl network pickle, .npz or .pt
+      state dict),
       converted on the fly (see `gan_jax.tools.convert_nvlabs`).
     step: for a workdir, the checkpoint step (default: latest).
   """
@@ -226,7 +247,7 @@ def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> Loade
     raise cli_errors.UserError(
         f'{path}: not an export, a workdir, or NVIDIA weights '
         f'({", ".join(convert_nvlabs.SUFFIXES)})')
-  kwargs, variables = convert_nvlabs.read_nvlabs(path)
-  return LoadedGenerator(export.build_generator('stylegan2', kwargs), variables,
+  model, kwargs, variables = convert_nvlabs.read_nvlabs_model(path)
+  return LoadedGenerator(export.build_generator(model, kwargs), variables,
                          source=os.fspath(path))
 

@@ -131,9 +131,10 @@ def discriminator_variables_from_nvlabs(state_dict: Mapping[str, np.ndarray],
 
 
 def _variables_from_nvlabs(state_dict: Mapping[str, np.ndarray], expected: dict, what: str,
-                           ours: str) -> dict:
-  """Renames and converts `state_dict` into variable collections shaped like `expected`;
-  raises ValueError listing every key or shape that does not match."""
+                           ours: str, buffers: tuple[str, ...] = _BUFFERS) -> dict:
+  """Renames and converts `state_dict` into variable collections shaped like `expected`
+  (variables named in `buffers` go to the 'buffers' collection); raises ValueError listing every
+  key or shape that does not match."""
   want_filter = layers.setup_filter((1, 3, 3, 1))
   problems = []
   variables = {collection: {} for collection in expected}
@@ -144,7 +145,7 @@ def _variables_from_nvlabs(state_dict: Mapping[str, np.ndarray], expected: dict,
       if not np.allclose(np.asarray(value), want_filter, rtol=0, atol=1e-7):
         problems.append(f'{key}: resample filter differs from the [1, 3, 3, 1] filter we use')
       continue
-    collection = 'buffers' if name in _BUFFERS else 'params'
+    collection = 'buffers' if name in buffers else 'params'
     node = variables.setdefault(collection, {})
     for part in path[:-1]:
       node = node.setdefault(part, {})

@@ -12,8 +12,9 @@ even read).
 
 Formats:
 
-  network-snapshot-*.pkl  NVIDIA's StyleGAN2-ADA training snapshots: a dict {'G', 'D', 'G_ema',
-                          'augment_pipe', 'training_set_kwargs'} whose networks are
+  network-snapshot-*.pkl  NVIDIA's StyleGAN2-ADA (and StyleGAN3) training snapshots: a dict
+                          {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs'} whose
+                          networks are
                           `torch_utils.persistence._reconstruct_persistent_obj(meta)` calls; each
                           tensor is `_rebuild_parameter(_rebuild_tensor_v2(_load_from_bytes(b),
                           ...))`, where `b` holds one storage in torch's legacy serialization.
@@ -27,6 +28,7 @@ Formats:
 Allowed globals (all resolved to functions or types defined or vetted here):
   torch_utils.persistence._reconstruct_persistent_obj, collections.OrderedDict,
   dnnlib.util.EasyDict, builtins.set, numpy.dtype, numpy{._core,.core}.multiarray.scalar,
+  numpy.ndarray and numpy{._core,.core}.multiarray._reconstruct (numeric arrays only; StyleGAN3),
   torch._utils._rebuild_parameter, torch._utils._rebuild_tensor_v2, torch.storage._load_from_bytes,
   torch.<Type>Storage (only inside persistent ids).
 """
@@ -89,6 +91,42 @@ def _scalar(dtype, data):
   return np.frombuffer(data, dtype)[0].item()
 
 
+class _NdarrayType:
+  """Stands for `numpy.ndarray` in a pickle: only `_reconstruct` accepts it."""
+
+
+class PickledArray:
+  """A numeric numpy array pickled as an object (StyleGAN3's `size` / `in_size` attributes):
+  `numpy.core.multiarray._reconstruct` makes an empty one, the stream's BUILD then fills it from
+  (version, shape, dtype, is_fortran, raw bytes). `array` is the numpy array."""
+  __slots__ = ('array',)
+
+  def __init__(self):
+    self.array = None
+
+  def __setstate__(self, state):
+    if not (isinstance(state, tuple) and len(state) == 5):
+      raise pickle.UnpicklingError('numpy array state must be a 5-tuple')
+    _, shape, dtype, fortran, raw = state
+    if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
+      raise pickle.UnpicklingError(f'numpy array shape {shape!r} is not a tuple of sizes')
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS:
+      raise pickle.UnpicklingError(f'numpy array of unsupported dtype {dtype!r}')
+    if not isinstance(raw, bytes) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+      raise pickle.UnpicklingError('numpy array data does not match its shape and dtype')
+    self.array = np.frombuffer(raw, dtype).reshape(shape, order='F' if fortran else 'C').copy()
+
+  def __repr__(self):
+    return f'PickledArray({self.array!r})'
+
+
+def _reconstruct(subtype, shape, dtype_code):
+  """numpy.core.multiarray._reconstruct(ndarray, (0,), b'b'): an empty PickledArray."""
+  if subtype is not _NdarrayType or tuple(shape) != (0,) or dtype_code not in (b'b', 'b'):
+    raise pickle.UnpicklingError('numpy _reconstruct is allowed only for a plain ndarray')
+  return PickledArray()
+
+
 def _reconstruct_persistent_obj(meta):
   """NVIDIA's persistent network object -> PersistentObject; its embedded source is ignored."""
   if not isinstance(meta, dict) or meta.get('type') != 'class':
@@ -117,6 +155,10 @@ _NETWORK_GLOBALS = {
     'numpy.dtype': _dtype,
     'numpy._core.multiarray.scalar': _scalar,
     'numpy.core.multiarray.scalar': _scalar,
+    # StyleGAN3 pickles: numeric ndarray attributes (NumPy >= 2 spells the module _core).
+    'numpy.ndarray': _NdarrayType,
+    'numpy._core.multiarray._reconstruct': _reconstruct,
+    'numpy.core.multiarray._reconstruct': _reconstruct,
     'torch.storage._load_from_bytes': _load_from_bytes,
 }
 
@@ -209,7 +251,8 @@ def generator_kwargs(G: PersistentObject) -> dict[str, Any]:
 
 
 def load_network_pickle(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
-  """A StyleGAN2-ADA `network-snapshot-*.pkl`, read without torch and without running its code.
+  """A StyleGAN2-ADA or StyleGAN3 `network-snapshot-*.pkl`, read without torch and without running
+  its code.
 
   Args:
     path: the file, or an open binary file object.

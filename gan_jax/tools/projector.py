@@ -60,6 +60,7 @@ from flax import struct
 from flax import traverse_util
 
 from gan_jax import cli_errors
+from gan_jax import models
 from gan_jax.images import save_png, to_uint8
 from gan_jax.tools import cli
 from gan_jax.tools import loading
@@ -174,8 +175,8 @@ def make_step(module, distance: perceptual.Distance, num_ws: int, downsample: in
     cfg, w_std = hyper
     w = opt['w'] + jax.random.normal(key, opt['w'].shape) * w_noise_scale(step, cfg, w_std)
     ws = jnp.broadcast_to(w, (1, num_ws, w.shape[-1]))
-    images = module.apply(with_noise(variables, opt['noise']), ws, noise_mode='const',
-                          method='synthesize')
+    images = module.apply(with_noise(variables, opt['noise']), ws, method='synthesize',
+                          **models.family_of(module).noise_kwargs('const'))
     dist = distance(perceptual.box_downscale(images, downsample), prepared)[0]
     reg = noise_regularization(opt['noise'])
     return dist + cfg.regularize_noise_weight * reg, (dist, reg)
@@ -260,7 +261,8 @@ def render(g: loading.LoadedGenerator, ws: np.ndarray, noise: dict) -> np.ndarra
   """float images (N, H, W, C) of ws (N, num_ws, w_dim) with the given noise maps, one at a
   time (one compiled executable)."""
   variables = with_noise(g.variables, {n: jnp.asarray(v) for n, v in noise.items()})
-  synth = jax.jit(lambda v, w: g.module.apply(v, w, noise_mode='const', method='synthesize'))
+  synth = jax.jit(lambda v, w: g.module.apply(v, w, method='synthesize',
+                                              **g.family.noise_kwargs('const')))
   return np.concatenate([np.asarray(synth(variables, w[None].astype(np.float32)))
                          for w in np.asarray(ws)])
 
