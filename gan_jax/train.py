@@ -10,6 +10,9 @@ a resumed run reads the same images) and the reals are box-filtered to the stage
 the host. With config.schedule.growing.reset_optimizer both optimizer states are reset when a fade-in
 starts and when it ends (ProGAN's reset_opt_for_new_lod).
 
+A fresh run with config.init.source starts from a trained network's weights (`gan_jax.transfer`:
+step 0, fresh optimizer states); a run that resumes never reads the source again.
+
 Checkpoints carry the Orbax state and, in their meta, the images shown (nimg) with the stage,
 alpha and batch of the last step; a resumed run recomputes the same position and continues
 exactly (tested bit for bit, mid-fade and after SIGKILL). Non-finite values are checked once per

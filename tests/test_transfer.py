@@ -51,12 +51,21 @@ def nvidia_config(**init):
   return config
 
 
-def fresh_state(config, resolution=32, channels=3, c_dim=0, seed=0):
-  G, D = models.build(config.model, resolution, channels, c_dim)
-  g_tx, d_tx = optim.make_optimizers(config)
-  state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k, config.augment.p))(
-      jax.random.PRNGKey(seed))
-  return G, D, state
+_FRESH = {}
+
+
+def fresh_state(config, resolution=32, channels=3, c_dim=0):
+  """(G, D, a fresh state) for `config`'s model and optimizers, made once per shapes and config
+  (the init compiles for each new architecture)."""
+  key = (config.model.to_json(), config.train.to_json(), config.augment.p, resolution, channels,
+         c_dim)
+  if key not in _FRESH:
+    G, D = models.build(config.model, resolution, channels, c_dim)
+    g_tx, d_tx = optim.make_optimizers(config)
+    state = jax.jit(lambda k: state_lib.create(G, D, g_tx, d_tx, c_dim, k, config.augment.p))(
+        jax.random.PRNGKey(0))
+    _FRESH[key] = G, D, state
+  return _FRESH[key]
 
 
 def flat(tree):
@@ -209,7 +218,7 @@ def test_frozen_layers_get_no_update_and_no_optimizer_state():
   config.train.freeze_d = 7  # b32 (fromrgb, conv0, conv1, skip) and b16 (conv0, conv1, skip)
   config.train.freeze_g_mapping = True
   config.train.freeze_g_res = 8  # synthesis b4 and b8
-  _, _, state = fresh_state(config)
+  _, _, state = fresh_state(nvidia_config())  # the same networks; only the optimizers differ
   assert optim.d_layer_order(state.d_params)[:7] == [
       ('b32', 'fromrgb'), ('b32', 'conv0'), ('b32', 'conv1'), ('b32', 'skip'),
       ('b16', 'conv0'), ('b16', 'conv1'), ('b16', 'skip')]
