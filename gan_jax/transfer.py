@@ -343,10 +343,12 @@ def start_state(config, fresh, workdir: epath.Path, is_main: bool, source: Sourc
       merged[network] = getattr(host, network)
       report.fresh.append(f'{network} (all: the source has none)')
       continue
-    if network.endswith('buffers') and not init.w_avg:
-      theirs_tree = _without_w_avg(theirs_tree)
     merged[network] = merge(network, getattr(host, network), theirs_tree, labels_changed, z_dim,
                             init.strict, report)
+    if network.endswith('buffers') and not init.w_avg:  # the fresh w_avg (zeros) instead
+      merged[network] = jax.tree_util.tree_map_with_path(
+          lambda path, new, old: old if str(getattr(path[-1], 'key', '')) == 'w_avg' else new,
+          merged[network], getattr(host, network))
   if report.problems:
     raise TransferError(
         f'config.init.source={source.path!r} does not fit this run\'s networks '
@@ -366,18 +368,6 @@ def start_state(config, fresh, workdir: epath.Path, is_main: bool, source: Sourc
   if is_main:
     write_record(workdir, source, report, ada_p, init, models.family(config.model.name).title)
   return state
-
-
-def _without_w_avg(buffers):
-  flat = _flat(buffers)
-  keep = {p: v for p, v in flat.items() if p[-1] != 'w_avg'}
-  nested = {}
-  for path, v in keep.items():
-    node = nested
-    for part in path[:-1]:
-      node = node.setdefault(part, {})
-    node[path[-1]] = v
-  return nested
 
 
 def _log_report(source: Source, report: Report) -> None:

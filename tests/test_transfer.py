@@ -115,6 +115,12 @@ def test_nvidia_pickle_starts_a_fresh_run(tmp_path, pickle_source):
   assert record['copied'] == sum(len(flat(getattr(state, n))) for n in transfer.NETWORKS)
   assert not record['reinitialised'] and not record['dropped']
   assert len(record['sha256']) == 64
+  no_w_avg = transfer.start_state(nvidia_config(w_avg=False), fresh, epath.Path(tmp_path), True,
+                                  pickle_source)
+  assert not np.any(np.asarray(no_w_avg.ema_buffers['mapping']['w_avg']))
+  assert np.any(np.asarray(state.ema_buffers['mapping']['w_avg']))
+  np.testing.assert_array_equal(no_w_avg.ema_buffers['synthesis']['b8']['conv0']['noise_const'],
+                                state.ema_buffers['synthesis']['b8']['conv0']['noise_const'])
 
 
 def test_imported_d_scores_equal_nvidias(tmp_path):
