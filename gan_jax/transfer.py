@@ -323,15 +323,15 @@ def start_state(config, fresh, workdir: epath.Path, is_main: bool, source: Sourc
   init = config.init
   if source is None:
     source = read_source(init.source, init.step, init.ada_p)
-  host = jax.device_get(fresh)
   # What the source lacks: an export has no G (it starts as G_ema) and no D (random init).
   g_params = source.g_params if source.g_params is not None else source.ema_params
   g_buffers = source.g_buffers if source.g_buffers is not None else source.ema_buffers
   if source.ema_params is None:
     source.ema_params, source.ema_buffers = g_params, g_buffers
     source.notes.append('the source has no G_ema: G_ema starts as a copy of G')
-  ours, theirs = describe(host.g_params), describe(source.ema_params)
+  ours, theirs = describe(fresh.g_params), describe(source.ema_params)  # shapes only
   check_architecture(source, config.model.name, ours, theirs)
+  host = jax.device_get(fresh)
   labels_changed = ours.get('c_dim', 0) != theirs.get('c_dim', 0)
   z_dim = ours.get('z_dim', 0)
   report = Report()

@@ -68,6 +68,11 @@ def fresh_state(config, resolution=32, channels=3, c_dim=0):
   return _FRESH[key]
 
 
+def abstract_state(config, resolution=32, channels=3, c_dim=0):
+  G, D = models.build(config.model, resolution, channels, c_dim)
+  return state_lib.abstract(G, D, *optim.make_optimizers(config), c_dim)
+
+
 def flat(tree):
   return {'/'.join(str(getattr(k, 'key', k)) for k in kp): np.asarray(v)
           for kp, v in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
@@ -173,15 +178,16 @@ def test_label_count_change_reinitialises_the_embeddings(tmp_path, pickle_source
 def test_refusals_name_the_problem(tmp_path, pickle_source):
   wd = epath.Path(tmp_path)
   config = nvidia_config()
+  # The architecture is checked on shapes, before any value is read: abstract states suffice.
   with pytest.raises(transfer.TransferError, match=r'makes 32x32 images, this run\'s data is '
                      r'16x16.*neither grows nor crops'):
-    transfer.start_state(config, fresh_state(config, resolution=16)[2], wd, True, pickle_source)
+    transfer.start_state(config, abstract_state(config, resolution=16), wd, True, pickle_source)
   wide = nvidia_config()
   wide.model.update(z_dim=128, channel_base=4096, channel_max=128)
   with pytest.raises(transfer.TransferError, match=r'z_dim: source 64, this run 128(.|\n)*'
                      r'--config.model.z_dim=64 --config.model.channel_base=2048 '
                      r'--config.model.channel_max=64'):
-    transfer.start_state(wide, fresh_state(wide)[2], wd, True, pickle_source)
+    transfer.start_state(wide, abstract_state(wide), wd, True, pickle_source)
   # RGB source, grayscale run: strict lists the tensors; strict=False starts them fresh.
   with pytest.raises(transfer.TransferError, match=r'synthesis/b32/torgb/weight: source '
                      r'\(1, 1, 64, 3\), ours \(1, 1, 64, 1\)(.|\n)*d_params/b32/fromrgb/weight'):
@@ -205,7 +211,7 @@ def test_refusals_name_the_problem(tmp_path, pickle_source):
   progan = nvidia_config()
   progan.model.name = 'progan'
   with pytest.raises(transfer.TransferError, match="set config.model.name='stylegan2'"):
-    transfer.start_state(progan, fresh_state(config)[2], wd, True, pickle_source)
+    transfer.start_state(progan, abstract_state(config), wd, True, pickle_source)
   both = nvidia_config()
   both.resume = str(tmp_path)
   with pytest.raises(config_check.ConfigError, match='init.source'):
@@ -302,8 +308,7 @@ def test_fine_tune_freezes_and_resumes_without_the_source(fake_source, tmp_path)
   source_dir = epath.Path(tmp_path / 'source')
   source = _source_workdir(tiny_config(fake_source, seed=7), source_dir)
   tune = dict(seed=0, **{'init.source': str(source_dir), 'init.ada_p': True,
-                         'train.freeze_d': 4, 'train.freeze_g_res': 4,
-                         'augment.pipe': 'bgc', 'augment.ada_kimg': 100.0})
+                         'train.freeze_d': 4, 'train.freeze_g_res': 4})
   # Uninterrupted: 4 steps. Split: 2 steps, the source removed, then resumed to 4.
   full = train.train_and_evaluate(tiny_config(fake_source, **tune, **{'schedule.kimg': 0.032}),
                                   str(tmp_path / 'full'), devices)
@@ -316,6 +321,7 @@ def test_fine_tune_freezes_and_resumes_without_the_source(fake_source, tmp_path)
       devices)
   assert (tmp_path / 'split' / transfer.RECORD_FILE).read_text() == record
   assert int(resumed.step) == int(full.step) == 4
+  assert float(full.ada_p) == 0.125  # the source's p (init.ada_p; no augmentation moves it here)
   for k, v in flat(full).items():
     np.testing.assert_array_equal(flat(resumed)[k], v, err_msg=k)
   # The frozen layers are the source's; the others started there and moved by a few lr steps.
