@@ -9,7 +9,8 @@ their `:tiny` variants start from `apply_tiny`. One section per thing the config
   optim      Adam of G and D (gan_jax.optim)
   ema        G_ema's half-life
   schedule   run length, batch, progressive growing (gan_jax.schedule)
-  train      the step's mechanics: rematerialisation, what a NaN does
+  train      the step's mechanics: rematerialisation, what a NaN does, frozen layers
+  init       the weights a fresh run starts from: a trained network (transfer learning)
   augment    ADA (gan_jax.augment)
   mesh, checkpoint, log, evals
 
@@ -130,6 +131,33 @@ def get_base_config() -> ml_collections.ConfigDict:
   # last checkpoint, draw new latents, go on; at most max_rollbacks times, then halt).
   config.train.nonfinite_action = 'halt'
   config.train.max_rollbacks = 3
+  # Frozen layers (FreezeD, Mo et al. 2020; for fine-tuning, config.init): no update and no Adam
+  # state (gan_jax/optim.py). StyleGAN2 models only.
+  # D's first N layers from the input side, counted as NVIDIA's --freezed counts them:
+  # b{R}.fromrgb, conv0, conv1, skip, then 3 per block (conv0, conv1, skip) down to b8; the 4x4
+  # epilogue is never frozen. 32x32: 4 freezes b32, 7 also b16, 10 also b8 (all 10 layers).
+  config.train.freeze_d = 0
+  config.train.freeze_g_mapping = False  # G's mapping network (and label embedding)
+  config.train.freeze_g_res = 0  # G's synthesis blocks of resolution <= this (0: none)
+
+  # The weights a fresh run starts from (gan_jax/transfer.py). Only a run that starts fresh
+  # reads them: a workdir that holds checkpoints resumes from its own (the source is not read
+  # again). The run starts at step 0 with fresh optimizer states and this config's schedule;
+  # G, D and G_ema come from the source, and <workdir>/init_source.json records what was loaded.
+  config.init = ml_collections.ConfigDict()
+  # '' (random init), or: an NVIDIA StyleGAN2-ADA network pickle (.pkl: G, G_ema, D; read
+  # without running its code), one of our training workdirs (or its checkpoints/ or a
+  # checkpoints/<step> directory: G, G_ema, D, ADA p), or an export (G_ema only: G starts as
+  # G_ema, D starts fresh). The model config must describe the source's architecture and the
+  # data its resolution; a different label count re-initialises the label embeddings.
+  config.init.source = ''
+  config.init.step = -1  # a workdir source's checkpoint step (-1: its latest)
+  config.init.w_avg = True  # keep the source's tracked w_avg (False: start it at zero)
+  config.init.ada_p = False  # start ADA's p at the source's (our workdirs; else augment.p)
+  # True: a tensor of ours the source lacks, one of another shape, or one the source has and we
+  # do not (other than label-dependent ones) stops the run with the list. False: they start
+  # fresh or are dropped, listed in the log and in init_source.json.
+  config.init.strict = True
 
   # Adaptive discriminator augmentation (gan_jax/augment.py), NVIDIA's StyleGAN2-ADA defaults.
   config.augment = ml_collections.ConfigDict()

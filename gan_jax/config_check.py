@@ -83,6 +83,9 @@ NUMBERS = {
     'ema.kimg': ((0, OPEN), None, 'a positive finite half-life in kimg'),
     'ema.rampup': (0, None, 'a finite number >= 0 (0: off)'),
     'train.max_rollbacks': (0, None, 'a count >= 0'),
+  'train.freeze_d': (0, None, "0 (none) or a count of D's layers from the input side"),
+  'train.freeze_g_res': (0, None, '0 (none) or a resolution: freeze the synthesis blocks up to it'),
+  'init.step': (-1, None, "-1 (the source workdir's latest checkpoint) or a step"),
     'augment.p': (0, None, 'a finite probability multiplier >= 0'),
     'augment.target': (0, 1, 'None (fixed p) or a target for E[sign(D(real))] in [0, 1]'),
     'augment.ada_kimg': ((0, OPEN), None, 'a positive finite number of kimg'),
@@ -152,6 +155,7 @@ def validate(config, num_devices: int) -> None:
   _require(group == 0 or sched.batch_size % min(group, sched.batch_size) == 0,
            'model.mbstd_group_size', group,
            f'0 (the whole minibatch) or >= 1 and dividing schedule.batch_size={sched.batch_size}')
+  _validate_freeze_and_init(config)
   _validate_loss_and_growing(config, num_devices)
   evals = config.get('evals')
   if evals is not None:
@@ -164,6 +168,25 @@ def validate(config, num_devices: int) -> None:
              'evals.metrics', evals.metrics,
              f'metrics without ppl for model {config.model.name!r} (path length walks the W '
              'space; it has none)')
+
+
+def _validate_freeze_and_init(config) -> None:
+  """config.train.freeze_* (StyleGAN2's layer names) and config.init."""
+  t, init = config.get('train', {}), config.get('init')
+  for key in ('freeze_d', 'freeze_g_res', 'freeze_g_mapping'):
+    value = t.get(key)
+    _require(not value or config.model.name == 'stylegan2', f'train.{key}', value,
+             f"0 / False for model {config.model.name!r} (freezing names StyleGAN2's layers)")
+  res = t.get('freeze_g_res', 0)
+  _require(not res or (res >= 4 and res & (res - 1) == 0), 'train.freeze_g_res', res,
+           '0 (none) or a power of two >= 4: the highest resolution whose block is frozen')
+  if init is None:
+    return
+  _require(isinstance(init.source, str), 'init.source', init.source,
+           "'' or a path: an NVIDIA .pkl, a training workdir or an export")
+  _require(not init.source or not config.resume, 'init.source', init.source,
+           f"'' when config.resume is set ({config.resume!r} continues that run exactly; "
+           'init.source starts a new run from its weights): set one of them')
 
 
 def _validate_loss_and_growing(config, num_devices: int) -> None:

@@ -5,9 +5,17 @@ interval + 1 steps per interval instead of interval. To keep the effective sched
 per minibatch, the learning rate is multiplied and the Adam betas raised to the power
 c = interval / (interval + 1). Interval 1 is not lazy: the regulariser is part of the main update
 (train_step fuses the two phases), so c = 1.
+
+Freezing (config.train.freeze_d, freeze_g_mapping, freeze_g_res; transfer learning): the frozen
+leaves go to `optax.set_to_zero` through `optax.multi_transform`, so they get a zero update and the
+Adam state holds no moments for them; the Adam of the trained leaves (and its lazy lr and betas)
+is the same transformation as without freezing. With nothing frozen the optimizer is the plain
+Adam, so the optimizer state of runs that freeze nothing keeps its structure.
 """
 
 import math
+import re
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -70,14 +78,102 @@ def adam_lazy(lr: float, b1: float, b2: float, eps: float, interval: int,
 def make_optimizers(config, lazy_d: bool = True):
   """(G optimizer, D optimizer) from config.optim, with the lazy intervals of config.loss: G
   lazy for path length, D lazy for R1 (`lazy_d`; False for the steps whose D penalty runs in
-  every D update, StyleGAN's R1 and ProGAN's gradient penalty)."""
+  every D update, StyleGAN's R1 and ProGAN's gradient penalty); the layers config.train freezes
+  get no update and no Adam state (`freeze`)."""
   o, l = config.optim, config.loss
   g_tx = adam_lazy(o.g_lr, o.adam_b1, o.adam_b2, o.adam_eps, l.pl_interval, l.pl_weight)
   if lazy_d:
     d_tx = adam_lazy(o.d_lr, o.adam_b1, o.adam_b2, o.adam_eps, l.r1_interval, l.r1_gamma)
   else:
     d_tx = adam(o.d_lr, o.adam_b1, o.adam_b2, o.adam_eps)
+  t = config.get('train', {})
+  d_frozen = t.get('freeze_d', 0) or 0
+  g_mapping, g_res = bool(t.get('freeze_g_mapping', False)), t.get('freeze_g_res', 0) or 0
+  if d_frozen:
+    d_tx = freeze(d_tx, lambda params: frozen_d_layers(params, d_frozen))
+  if g_mapping or g_res:
+    g_tx = freeze(g_tx, lambda params: frozen_g_modules(params, g_mapping, g_res))
   return g_tx, d_tx
+
+
+# --------------------------------------------------------------------------------------------
+# Freezing.
+
+Path = tuple[str, ...]
+
+
+def _block_resolutions(params, prefix: Path = ()) -> list[int]:
+  node = params
+  for key in prefix:
+    node = node[key]
+  return sorted((int(m.group(1)) for k in node if (m := re.fullmatch(r'b(\d+)', k))),
+                reverse=True)
+
+
+def d_layer_order(d_params) -> list[Path]:
+  """The layers of a StyleGAN2 residual D from the input side, in NVIDIA's order (what its
+  `--freezed` counts): b{R}.fromrgb, conv0, conv1, skip, then b{R/2}.conv0, conv1, skip, ...
+  down to b8. The 4x4 epilogue (b4: mbstd, conv, fc, out) and the label mapping are not counted:
+  NVIDIA never freezes them."""
+  order = []
+  for res in _block_resolutions(d_params):
+    if res == 4:
+      continue
+    block = d_params[f'b{res}']
+    order += [(f'b{res}', name) for name in ('fromrgb', 'conv0', 'conv1', 'skip') if name in block]
+  return order
+
+
+def frozen_d_layers(d_params, num_layers: int) -> list[Path]:
+  """The first `num_layers` layers of `d_layer_order` (ValueError if D has fewer)."""
+  order = d_layer_order(d_params)
+  if num_layers > len(order):
+    raise ValueError(f'train.freeze_d={num_layers}, but this D has {len(order)} layers before '
+                     f'its 4x4 epilogue ({", ".join(".".join(p) for p in order)})')
+  return order[:num_layers]
+
+
+def frozen_g_modules(g_params, mapping: bool, max_res: int) -> list[Path]:
+  """G's frozen modules: the mapping network (with the label embedding) if `mapping`, and the
+  synthesis blocks of resolution <= `max_res` (each with its torgb)."""
+  frozen = [('mapping',)] if mapping else []
+  if max_res:
+    frozen += [('synthesis', f'b{res}') for res in _block_resolutions(g_params, ('synthesis',))
+               if res <= max_res]
+  return frozen
+
+
+def frozen_counts(config, g_params, d_params) -> tuple[int, int]:
+  """(G, D) parameters that config.train freezes (for the log)."""
+  t = config.get('train', {})
+  g = frozen_g_modules(g_params, bool(t.get('freeze_g_mapping', False)),
+                       t.get('freeze_g_res', 0) or 0)
+  d = frozen_d_layers(d_params, t.get('freeze_d', 0) or 0)
+  count = lambda params, paths: sum(
+      int(x.size) for x, f in zip(jax.tree_util.tree_leaves(params),
+                                  jax.tree_util.tree_leaves(frozen_mask(params, paths))) if f)
+  return count(g_params, g), count(d_params, d)
+
+
+def _keys(path) -> Path:
+  return tuple(str(getattr(k, 'key', k)) for k in path)
+
+
+def frozen_mask(params, prefixes: Sequence[Path]):
+  """A tree of bools like `params`: True for the leaves under one of `prefixes`."""
+  prefixes = [tuple(p) for p in prefixes]
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: any(_keys(path)[:len(p)] == p for p in prefixes), params)
+
+
+def freeze(tx: optax.GradientTransformation,
+           frozen: Callable[..., Sequence[Path]]) -> optax.GradientTransformation:
+  """`tx` on the leaves not under `frozen(params)`'s module paths; a zero update and no state on
+  the others."""
+  def labels(params):
+    return jax.tree_util.tree_map(lambda f: 'frozen' if f else 'trained',
+                                  frozen_mask(params, frozen(params)))
+  return optax.multi_transform({'trained': tx, 'frozen': optax.set_to_zero()}, labels)
 
 
 def effective_hparams(config, lazy_d: bool = True) -> dict:

@@ -10,6 +10,9 @@ a resumed run reads the same images) and the reals are box-filtered to the stage
 the host. With config.schedule.growing.reset_optimizer both optimizer states are reset when a fade-in
 starts and when it ends (ProGAN's reset_opt_for_new_lod).
 
+A fresh run with config.init.source starts from a trained network's weights (`gan_jax.transfer`:
+step 0, fresh optimizer states); a run that resumes never reads the source again.
+
 Checkpoints carry the Orbax state and, in their meta, the images shown (nimg) with the stage,
 alpha and batch of the last step; a resumed run recomputes the same position and continues
 exactly (tested bit for bit, mid-fade and after SIGKILL). Non-finite values are checked once per
@@ -44,6 +47,7 @@ from gan_jax import samples
 from gan_jax import state as state_lib
 from gan_jax import step_common
 from gan_jax import steps
+from gan_jax import transfer
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
 from gan_jax.metrics import periodic
@@ -111,9 +115,17 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   reset_fn = step_common.reset_optimizers(step_def.g_tx, step_def.d_tx, state_shard)
 
   ckpt = checkpointing.manager(workdir, config.checkpoint)
-  state, meta, source = checkpointing.restore_or_init(
-      ckpt, abstract, lambda: init_fn(jax.random.PRNGKey(config.seed)), config.resume,
-      interrupted)
+  def fresh_state():  # only when nothing is restored: a resumed run never reads init.source
+    state = init_fn(jax.random.PRNGKey(config.seed))
+    if config.init.source:
+      state = transfer.start_state(config, state, workdir_path, is_main)
+    return state
+  state, meta, source = checkpointing.restore_or_init(ckpt, abstract, fresh_state, config.resume,
+                                                      interrupted)
+  if config.init.source:
+    logging.info('config.init.source=%r: %s', config.init.source,
+                 'loaded into the fresh state' if source == 'fresh init' else
+                 f'not read (the run continues from its {source})')
   workdir_lib.record_start(workdir_path, config, is_main)
   step = int(jax.device_get(state.step))
   nimg, last_phase = schedule.position(meta, step)
@@ -123,6 +135,10 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
                stage.resolution, stage.resolution, stage.alpha, stage.batch_size, step_def.name,
                '->'.join(map(str, schedule.resolutions)), state_lib.param_count(state.g_params),
                state_lib.param_count(state.d_params), mesh.size)
+  if config.model.name == 'stylegan2':
+    g_frozen, d_frozen = optim.frozen_counts(config, state.g_params, state.d_params)
+    if g_frozen or d_frozen:
+      logging.info('Frozen (config.train.freeze_*): G %d params, D %d params.', g_frozen, d_frozen)
 
   sample = samples.make_sample_fn(G, info.resolution, mesh)
   grid_z, grid_c = samples.grid_latents(config, G, c_dim)

@@ -77,9 +77,10 @@ def test_every_deprecated_key_maps_to_an_existing_new_key():
   # Only the batch has two old names (train.batch_size, progressive.default_batch_size).
   assert {n: o for n, o in new_keys.items() if len(o) > 1} == {
       'schedule.batch_size': ['train.batch_size', 'progressive.default_batch_size']}
-  # What stays in config.train is the step's mechanics.
+  # What stays in config.train is the step's mechanics (and which layers it freezes).
   kept = {k for k in base.train if f'train.{k}' not in config_compat.RENAMED}
-  assert kept == {'remat', 'nonfinite_action', 'max_rollbacks'}
+  assert kept == {'remat', 'nonfinite_action', 'max_rollbacks', 'freeze_d', 'freeze_g_mapping',
+                  'freeze_g_res'}
 
 
 @pytest.mark.parametrize('spec', EXPERIMENTS)

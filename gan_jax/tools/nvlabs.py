@@ -169,3 +169,26 @@ def _variables_from_nvlabs(state_dict: Mapping[str, np.ndarray], expected: dict,
         f'NVIDIA {what} state dict does not match our {ours}:\n  ' +
         '\n  '.join(problems))
   return jax.tree_util.tree_map(jnp.asarray, variables)
+
+
+def variables_tree(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """{'params': ..., 'buffers': ...} numpy trees in our names and layouts, for any NVIDIA
+  StyleGAN2-ADA generator or discriminator state dict, not checked against a module (transfer
+  learning matches them to its own networks leaf by leaf, `gan_jax.transfer`). Resample filters
+  are dropped after checking that they are the [1, 3, 3, 1] filter we use."""
+  want_filter = layers.setup_filter((1, 3, 3, 1))
+  variables, problems = {'params': {}, 'buffers': {}}, []
+  for key, value in state_dict.items():
+    path = key.split('.')
+    name = path[-1]
+    if name in _IGNORED:
+      if not np.allclose(np.asarray(value), want_filter, rtol=0, atol=1e-7):
+        problems.append(f'{key}: resample filter differs from the [1, 3, 3, 1] filter we use')
+      continue
+    node = variables['buffers' if name in _BUFFERS else 'params']
+    for part in path[:-1]:
+      node = node.setdefault(part, {})
+    node[name] = _convert(name, value)
+  if problems:
+    raise cli_errors.UserError('NVIDIA state dict:\n  ' + '\n  '.join(problems))
+  return variables

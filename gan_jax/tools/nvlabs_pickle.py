@@ -257,7 +257,8 @@ def load_network_pickle(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
   Args:
     path: the file, or an open binary file object.
 
-  Returns {'G': state dict, 'G_ema': state dict, 'D': state dict, 'G_kwargs': dict}; a state dict
+  Returns {'G': state dict, 'G_ema': state dict, 'D': state dict, 'G_kwargs': dict, 'D_kwargs':
+  dict (with D), 'augment_p': float (with an augment pipe)}; a state dict
   is a flat {NVIDIA key: np.ndarray} in torch's order, as `{k: v.numpy() for k, v in
   net.state_dict().items()}` would give. Networks missing from the file are left out.
 
@@ -286,4 +287,11 @@ def load_network_pickle(path: str | os.PathLike | BinaryIO) -> dict[str, Any]:
   if generator is None:
     raise ValueError(f'{path}: holds no G_ema or G (keys: {sorted(data)})')
   out['G_kwargs'] = generator_kwargs(generator)
+  if data.get('D') is not None:  # the discriminator's constructor kwargs, as recorded
+    out['D_kwargs'] = _plain(data['D'].state.get('_init_kwargs') or {})
+  pipe = data.get('augment_pipe')
+  if isinstance(pipe, PersistentObject):  # ADA's p at the snapshot (a buffer of augment_pipe)
+    p = (pipe.state.get('_buffers') or {}).get('p')
+    if isinstance(p, np.ndarray) and p.size == 1:
+      out['augment_p'] = float(p.reshape(()))
   return out
