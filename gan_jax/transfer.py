@@ -7,9 +7,11 @@ config's schedule. A run that resumes restores its own checkpoint and never read
 again (`train.py` calls `start_state` only from the fresh-init branch of restore_or_init).
 
 Sources (`read_source`):
-  NVIDIA pickle  a StyleGAN2-ADA `network-snapshot-*.pkl` or a released network: G, G_ema, D
-                 and ADA's p, read with the restricted unpickler (gan_jax.tools.nvlabs_pickle; no
-                 code from the file runs). Other NVIDIA generations plug into NVLABS_FORMATS.
+  NVIDIA pickle  a StyleGAN2-ADA or StyleGAN3 `network-snapshot-*.pkl` or a released network:
+                 G, G_ema, D and ADA's p, read with the restricted unpickler
+                 (gan_jax.tools.nvlabs_pickle; no code from the file runs). A StyleGAN3 source
+                 needs config.model.name='stylegan3' (its D is StyleGAN2's). Other NVIDIA
+                 generations plug into NVLABS_FORMATS.
   workdir        one of our training workdirs (or its checkpoints/ or checkpoints/<step>):
                  G, G_ema, D, ADA's p of the latest checkpoint (or config.init.step).
   export         an export directory (gan_jax.tools.export): G_ema only; G starts as a copy of
@@ -53,7 +55,7 @@ NETWORKS = ('g_params', 'g_buffers', 'ema_params', 'ema_buffers', 'd_params')
 @dataclasses.dataclass
 class Source:
   """A trained network's weights in our names and layouts (numpy trees; None where absent)."""
-  kind: str  # 'nvlabs-stylegan2', 'workdir', 'export'
+  kind: str  # 'nvlabs-stylegan2', 'nvlabs-stylegan3', 'workdir', 'export'
   path: str
   model: str  # the model family its networks are (config.model.name)
   g_params: Any = None
@@ -65,6 +67,7 @@ class Source:
   step: Optional[int] = None  # a workdir's checkpoint step
   sha256: Optional[str] = None  # a file's digest
   notes: list = dataclasses.field(default_factory=list)  # what the source lacked, and why it is fine
+  model_kwargs: Optional[dict] = None  # the generator's kwargs, where the source records them
 
 
 class TransferError(cli_errors.UserError):
@@ -115,6 +118,27 @@ def nvlabs_source(network: dict, path: str = '') -> Source:
   return source
 
 
+def _is_stylegan3(network: dict) -> bool:
+  from gan_jax.tools import nvlabs_sg3  # pylint: disable=g-import-not-at-top
+  return nvlabs_sg3.is_stylegan3(network['G_ema' if 'G_ema' in network else 'G'])
+
+
+def nvlabs_sg3_source(network: dict, path: str = '') -> Source:
+  """A Source from a StyleGAN3 network pickle's dict: G / G_ema through `nvlabs_sg3` (every
+  stored filter checked against the one our generator designs), D as StyleGAN2's."""
+  from gan_jax.tools import nvlabs  # pylint: disable=g-import-not-at-top
+  from gan_jax.tools import nvlabs_sg3  # pylint: disable=g-import-not-at-top
+  source = nvlabs_source({k: v for k, v in network.items() if k not in ('G', 'G_ema')}, path)
+  source.kind, source.model = 'nvlabs-stylegan3', 'stylegan3'
+  for ours, theirs in (('g', 'G'), ('ema', 'G_ema')):
+    if theirs in network:
+      tree = nvlabs_sg3.generator_variables_from_nvlabs(network[theirs])
+      setattr(source, f'{ours}_params', tree['params'])
+      setattr(source, f'{ours}_buffers', tree['buffers'])
+      source.model_kwargs = nvlabs_sg3.generator_kwargs_from_nvlabs(network[theirs])
+  return source
+
+
 def _read_nvlabs(path: str) -> Source:
   from gan_jax.tools import nvlabs_pickle  # pylint: disable=g-import-not-at-top
   network = nvlabs_pickle.load_network_pickle(path)
@@ -124,13 +148,12 @@ def _read_nvlabs(path: str) -> Source:
       source.sha256 = _sha256(path)
       return source
   raise TransferError(f'{path}: an NVIDIA network pickle of a kind init.source does not read '
-                      f'(known: {", ".join(n for n, _, _ in NVLABS_FORMATS)}; StyleGAN3 '
-                      'networks are not supported yet)')
+                      f'(known: {", ".join(n for n, _, _ in NVLABS_FORMATS)})')
 
 
 # NVIDIA pickle generations: (name, recognises(network dict) -> bool, to_source(network, path)).
-# A StyleGAN3 importer registers here with its own model family.
 NVLABS_FORMATS: list[tuple[str, Callable[[dict], bool], Callable[[dict, str], Source]]] = [
+    ('stylegan3', _is_stylegan3, nvlabs_sg3_source),  # before StyleGAN2: both have a mapping
     ('stylegan2-ada', _is_stylegan2, nvlabs_source),
 ]
 
@@ -207,11 +230,26 @@ def _shape(x) -> tuple:
   return tuple(np.shape(x)) if not hasattr(x, 'shape') else tuple(x.shape)
 
 
+def _mapping(mapping) -> dict[str, Any]:
+  fcs = sorted(int(m.group(1)) for k in mapping if (m := re.fullmatch(r'fc(\d+)', k)))
+  c_dim = _shape(mapping['embed']['weight'])[0] if 'embed' in mapping else 0
+  w_dim = _shape(mapping[f'fc{fcs[-1]}']['weight'])[-1]
+  return dict(c_dim=c_dim, w_dim=w_dim, mapping_layers=len(fcs),
+              z_dim=_shape(mapping['fc0']['weight'])[0] - (w_dim if c_dim else 0))
+
+
 def describe(g_params) -> dict[str, Any]:
   """What a StyleGAN-family G's weights fix: resolution, image channels, labels, z/w sizes,
-  mapping depth and channels per resolution (ProGAN: resolution and channels only)."""
+  mapping depth and channels per resolution (ProGAN: resolution and channels only; StyleGAN3:
+  its layers L{i}_{size}_{channels}, whose names carry the schedule and the channels)."""
   synthesis = 'synthesis' in g_params
   blocks = g_params['synthesis'] if synthesis else g_params
+  if 'input' in blocks:  # StyleGAN3
+    layers = sorted((int(m.group(1)), k) for k in blocks
+                    if (m := re.fullmatch(r'L(\d+)_(\d+)_(\d+)', k)))
+    last = layers[-1][1].split('_')
+    return dict(_mapping(g_params['mapping']), img_resolution=int(last[1]),
+                img_channels=int(last[2]), layers=[k for _, k in layers])
   res = sorted(int(m.group(1)) for k in blocks if (m := re.fullmatch(r'b(\d+)', k)))
   if not res:
     return {}
@@ -219,12 +257,7 @@ def describe(g_params) -> dict[str, Any]:
   out = {'img_resolution': res[-1], 'img_channels': _shape(top['torgb']['weight'])[-1]}
   if synthesis:
     out['channels'] = {r: _shape(blocks[f'b{r}']['conv1']['weight'])[-1] for r in res}
-    mapping = g_params['mapping']
-    fcs = sorted(int(m.group(1)) for k in mapping if (m := re.fullmatch(r'fc(\d+)', k)))
-    c_dim = _shape(mapping['embed']['weight'])[0] if 'embed' in mapping else 0
-    w_dim = _shape(mapping[f'fc{fcs[-1]}']['weight'])[-1]
-    out.update(c_dim=c_dim, w_dim=w_dim, mapping_layers=len(fcs),
-               z_dim=_shape(mapping['fc0']['weight'])[0] - (w_dim if c_dim else 0))
+    out.update(_mapping(g_params['mapping']))
   return out
 
 
@@ -253,6 +286,12 @@ def check_architecture(source: Source, model_name: str, ours: dict, theirs: dict
     ch = theirs['channels']
     hints.append(f'--config.model.channel_base={max(c * r for r, c in ch.items())} '
                  f'--config.model.channel_max={max(ch.values())}')
+  if theirs.get('layers') and theirs['layers'] != ours.get('layers'):
+    problems.append(f'StyleGAN3 layers (L<i>_<size>_<channels>): source {theirs["layers"]}, '
+                    f'this run {ours.get("layers")}')
+    kw = source.model_kwargs or {}
+    hints.extend(f'--config.model.{k}={kw[k]}' for k in
+                 ('channel_base', 'channel_max', 'conv_kernel', 'use_radial_filters') if k in kw)
   if problems:
     raise TransferError(f'{where} has another architecture than this config:\n  ' +
                         '\n  '.join(problems) + '\nTo match it: ' + ' '.join(hints))

@@ -128,6 +128,44 @@ def test_nvidia_pickle_starts_a_fresh_run(tmp_path, pickle_source):
                                 state.ema_buffers['synthesis']['b8']['conv0']['noise_const'])
 
 
+SG3_PICKLE = FIXTURES / 'nvlabs_sg3' / 'network-t-nosrc.pkl'
+
+
+def test_nvidia_stylegan3_pickle_starts_a_fresh_run(tmp_path):
+  """NVIDIA's StyleGAN3-T pickle (tests/fixtures/nvlabs_sg3): G_ema makes NVIDIA's images at
+  psi 1 and 0.5 (1e-5 absolute, the StyleGAN3 import's tolerance), D is the pickle's D; a
+  StyleGAN2 config is refused with the family to set, a wider one with the channels to set."""
+  config = nvidia_config()
+  config.init.source = str(SG3_PICKLE)
+  config.model.update(name='stylegan3', channel_base=512, channel_max=32, conv_kernel=3,
+                      use_radial_filters=False)
+  source = transfer.read_source(str(SG3_PICKLE))
+  assert (source.kind, source.model) == ('nvlabs-stylegan3', 'stylegan3')
+  G, _, fresh = fresh_state(config)
+  state = transfer.start_state(config, fresh, epath.Path(tmp_path), True, source)
+  io = _npz(FIXTURES / 'nvlabs_sg3' / 'io_t.npz')
+  variables = {'params': state.ema_params, 'buffers': state.ema_buffers}
+  for psi, want in ((1.0, io['img_psi1']), (0.5, io['img_psi05'])):
+    images = np.asarray(G.apply(variables, jnp.asarray(io['z']), None, truncation_psi=psi))
+    err = np.abs(images - want.transpose(0, 2, 3, 1)).max()
+    assert err <= 1e-5, f'psi {psi}: max abs error {err:.2e}'
+  from gan_jax.tools import nvlabs_pickle  # pylint: disable=g-import-not-at-top
+  network = nvlabs_pickle.load_network_pickle(SG3_PICKLE)
+  for k, v in flat(nvlabs.variables_tree(network['D'])['params']).items():
+    np.testing.assert_array_equal(flat(state.d_params)[k], v, err_msg=k)
+  assert int(state.step) == 0
+  record = json.loads((tmp_path / transfer.RECORD_FILE).read_text())
+  assert record['kind'] == 'nvlabs-stylegan3' and record['model'] == 'StyleGAN3'
+  with pytest.raises(transfer.TransferError, match=r"config.model.name='stylegan3'"):
+    transfer.check_architecture(source, 'stylegan2', {}, {})
+  theirs = transfer.describe(source.ema_params)
+  wider = dict(theirs, layers=[k.replace('_32', '_64') for k in theirs['layers']])
+  with pytest.raises(transfer.TransferError,
+                     match=r'(?s)StyleGAN3 layers.*--config.model.channel_base=512 '
+                           r'--config.model.channel_max=32 --config.model.conv_kernel=3'):
+    transfer.check_architecture(source, 'stylegan3', wider, theirs)
+
+
 def test_imported_d_scores_equal_nvidias(tmp_path):
   """NVIDIA's D of the step fixtures (d.npz), loaded through init, scores the recorded reals as
   NVIDIA's StyleGAN2Loss did (Loss/scores/real of the Dmain phase)."""
