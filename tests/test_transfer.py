@@ -166,6 +166,36 @@ def test_nvidia_stylegan3_pickle_starts_a_fresh_run(tmp_path):
     transfer.check_architecture(source, 'stylegan3', wider, theirs)
 
 
+def test_export_starts_g_and_g_ema_from_its_weights(tmp_path):
+  """An export (G_ema only): G and G_ema both start as its weights and buffers, D keeps its random
+  init, and the record says so."""
+  from tests import tiny_generator  # pylint: disable=g-import-not-at-top
+  path = tiny_generator.make_export(tmp_path / 'export')
+  config = config_base.get_base_config()
+  kw = tiny_generator.KWARGS
+  config.model.update(z_dim=kw['z_dim'], w_dim=kw['w_dim'], mapping_layers=kw['mapping_layers'],
+                      channel_base=kw['channel_base'], channel_max=kw['channel_max'],
+                      mbstd_group_size=4)
+  config.init.source = str(path)
+  _, _, fresh = fresh_state(config, channels=kw['img_channels'])
+  state = transfer.start_state(config, fresh, epath.Path(tmp_path / 'run'), True)
+  from gan_jax.tools import export  # pylint: disable=g-import-not-at-top
+  _, variables, _ = export.read_export(path)
+  for network in ('g', 'ema'):
+    for part in ('params', 'buffers'):
+      got = flat(getattr(state, f'{network}_{part}'))
+      want = flat(variables[part])
+      assert got.keys() == want.keys(), (network, part)
+      for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=f'{network}_{part}/{k}')
+  for k, v in flat(fresh.d_params).items():
+    np.testing.assert_array_equal(flat(state.d_params)[k], v, err_msg=k)
+  record = json.loads((tmp_path / 'run' / transfer.RECORD_FILE).read_text())
+  assert record['kind'] == 'export'
+  assert any('d_params' in item for item in record['reinitialised'])
+  assert any('G_ema only' in note for note in record['notes'])
+
+
 def test_imported_d_scores_equal_nvidias(tmp_path):
   """NVIDIA's D of the step fixtures (d.npz), loaded through init, scores the recorded reals as
   NVIDIA's StyleGAN2Loss did (Loss/scores/real of the Dmain phase)."""
