@@ -47,7 +47,7 @@ from gan_jax import cli_errors
 from gan_jax.tools import studio_render
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'studio_static')
-SAMPLE_NAME = re.compile(r'^(samples_\d+|reals|fid_samples\w*)\.png$')
+SAMPLE_NAME = re.compile(r'^samples_\d+\.png$')  # the grids train.py writes as it goes
 MAX_UPLOAD = 20 << 20  # bytes
 
 
