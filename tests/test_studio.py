@@ -155,3 +155,14 @@ def test_stylegan3_translate_rotate():
   np.testing.assert_array_equal(plain, generate.generate_images(
       g, [3], transform=stylegan3.user_transform())[0].squeeze())
   assert np.any(moved != plain)
+
+
+def test_conditional_class(tmp_path):
+  g = loading.load_generator(tiny_generator.make_export(tmp_path / 'cond', c_dim=3))
+  client = TestClient(studio.make_app(studio_render.Renderer(g)))
+  assert client.get('/api/info').json()['c_dim'] == 3
+  one = png(client.get('/api/render?seed=2&class=1'))
+  np.testing.assert_array_equal(one, generate.generate_images(g, [2], class_idx=1)[0, ..., 0])
+  assert np.any(png(client.get('/api/render?seed=2&class=2')) != one)
+  response = client.get('/api/render?seed=2&class=3')
+  assert response.status_code == 400 and 'class must lie in [0, 3)' in response.json()['error']

@@ -65,6 +65,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def page(server):
+  pytest.importorskip('playwright.sync_api', reason='playwright is not installed (pip install -e ".[test]")')
   from playwright.sync_api import sync_playwright  # pylint: disable=g-import-not-at-top
   _, url = server
   with sync_playwright() as p:
