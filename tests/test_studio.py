@@ -166,3 +166,16 @@ def test_conditional_class(tmp_path):
   assert np.any(png(client.get('/api/render?seed=2&class=2')) != one)
   response = client.get('/api/render?seed=2&class=3')
   assert response.status_code == 400 and 'class must lie in [0, 3)' in response.json()['error']
+
+
+def test_build_from_an_export_with_directions(setup, tmp_path):
+  """The command line's path: load_generator + the directions file; an export shows no run."""
+  g, _ = setup
+  export_dir = tiny_generator.make_export(tmp_path / 'export')
+  client = TestClient(studio.build(export_dir, make_directions(g, os.fspath(tmp_path / 'd.npz')),
+                                   project_steps=2))
+  info = client.get('/api/info').json()
+  assert info['directions'][0]['name'] == 'pc1' and not info['run']
+  assert info['project_steps'] == 2
+  np.testing.assert_array_equal(png(client.get('/api/render?seed=3')),
+                                generate.generate_images(g, [3])[0, ..., 0])
