@@ -164,6 +164,10 @@ def validate(config, num_devices: int) -> None:
              'evals.metrics', evals.metrics,
              f'metrics without ppl for model {config.model.name!r} (path length walks the W '
              'space; it has none)')
+    _require(family is None or family.input_transform or all(s.family != 'eq' for s in specs),
+             'evals.metrics', evals.metrics,
+             f'metrics without eqt/eqr for model {config.model.name!r} (equivariance transforms '
+             "a StyleGAN3 generator's input; it has none)")
 
 
 def _validate_loss_and_growing(config, num_devices: int) -> None:
