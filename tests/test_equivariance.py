@@ -76,7 +76,8 @@ def test_rotation_of_a_band_limited_image():
   content counter-clockwise as displayed); the pseudo-rotation of a smooth image changes little."""
   size = 32
   yy, xx = np.meshgrid(np.arange(size) - 15.5, np.arange(size) - 15.5, indexing='ij')
-  img = (np.exp(-((xx - 5) ** 2 + (yy + 3) ** 2) / 40.0) - np.exp(-(xx ** 2 + (yy - 6) ** 2) / 30.0))
+  img = (np.exp(-((xx - 5) ** 2 + (yy + 3) ** 2) / 40.0) -
+         np.exp(-(xx ** 2 + (yy - 6) ** 2) / 30.0))
   x = img[None, :, :, None].astype(np.float32)
   plan = eq.rotation_plan(np.pi / 2, size)
   z, mask = eq.fractional_rotation(x, plan)

@@ -32,7 +32,7 @@ float32 torch) on the host per batch, and the batches run on one device.
 """
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -288,7 +288,7 @@ def check_generator(G, name: str) -> None:
 
 
 def compute(G, variables, kind: str, num_samples: int, seed: int = 0,
-            batch_fn: Optional[callable] = None) -> float:
+            batch_fn: Optional[Callable] = None) -> float:
   """PSNR (dB) of `kind` ('int' | 'frac' | 'rot') over `num_samples` samples (rounded up to
   whole batches of BATCH), NVIDIA's pooled reduction."""
   fn = batch_fn or jax.jit(make_batch_fn(G, kind))
