@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gan_jax import models
+
 BATCH = 4  # samples per drawn transform, NVIDIA's batch_size for these metrics
 TRANSLATE_MAX = 0.125  # image widths
 ROTATE_MAX = 1.0  # times pi radians
@@ -280,7 +282,6 @@ def draw(rng: np.random.Generator, kind: str, size: int,
 
 def check_generator(G, name: str) -> None:
   """ValueError unless G has a user input transform (StyleGAN3), as NVIDIA's code requires."""
-  from gan_jax import models  # pylint: disable=g-import-not-at-top
   family = models.family_of(G)
   if not family.input_transform:
     raise ValueError(f'{name}: equivariance needs a generator with an input transform '
