@@ -82,6 +82,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.loss.pl_decay = 0.01  # EMA rate of the path-length target pl_mean
   config.loss.pl_batch_shrink = 2  # the pl pass uses batch_size // pl_batch_shrink latents
   config.loss.style_mixing_prob = 0.9
+  # StyleGAN3's blur of every image D sees (stylegan2 step): sigma fades linearly from
+  # blur_init_sigma (pixels) to 0 over the first blur_fade_kimg; 0: off (NVIDIA's stylegan3: 10
+  # and batch * 200 / 32 kimg).
+  config.loss.blur_init_sigma = 0.0
+  config.loss.blur_fade_kimg = 0.0
   config.loss.wgan_lambda = 10.0
   config.loss.wgan_target = 1.0
   config.loss.wgan_drift = 0.001

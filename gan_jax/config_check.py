@@ -72,6 +72,8 @@ NUMBERS = {
     'loss.pl_decay': (0, 1, 'a number in [0, 1]'),
     'loss.pl_batch_shrink': (1, None, 'a positive integer'),
     'loss.style_mixing_prob': (0, 1, 'a number in [0, 1]'),
+    'loss.blur_init_sigma': (0, None, 'a finite blur sigma >= 0 in pixels (0: off)'),
+    'loss.blur_fade_kimg': (0, None, 'a finite number of kimg >= 0'),
     'loss.wgan_lambda': (0, None, 'a finite number >= 0'),
     'loss.wgan_target': ((0, OPEN), None, 'a positive finite number'),
     'loss.wgan_drift': (0, None, 'a finite number >= 0'),
@@ -141,6 +143,11 @@ def validate(config, num_devices: int) -> None:
            'loss.pl_batch_shrink', l.pl_batch_shrink,
            f'at most schedule.batch_size={sched.batch_size} (the path-length pass needs one '
            'latent)')
+  blur = l.get('blur_init_sigma', 0.0) or 0.0
+  _require(blur == 0 or (l.name == 'stylegan2' and l.get('blur_fade_kimg', 0.0) > 0),
+           'loss.blur_init_sigma', blur,
+           "0 (off), or > 0 with loss.name='stylegan2' and loss.blur_fade_kimg > 0 (the blur "
+           'fades out over blur_fade_kimg)')
   _require(t.nonfinite_action in ('halt', 'rollback'), 'train.nonfinite_action',
            t.nonfinite_action, "'halt' or 'rollback'")
   _validate_augment(config)
@@ -168,6 +175,10 @@ def validate(config, num_devices: int) -> None:
              'evals.metrics', evals.metrics,
              f'metrics without ppl for model {config.model.name!r} (path length walks the W '
              'space; it has none)')
+    _require(family is None or family.input_transform or all(s.family != 'eq' for s in specs),
+             'evals.metrics', evals.metrics,
+             f'metrics without eqt/eqr for model {config.model.name!r} (equivariance transforms '
+             "a StyleGAN3 generator's input; it has none)")
 
 
 def _validate_freeze_and_init(config) -> None:

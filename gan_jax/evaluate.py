@@ -48,7 +48,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   parser.add_argument('--step', type=int, default=None, help='checkpoint step (default: latest)')
   parser.add_argument('--metrics', default='fid50k_full',
                       help='comma-separated: fid<N>k[_full], kid<N>k[_full], pr<N>k<K>[_full], '
-                      'ppl2_wend (default fid50k_full)')
+                      'ppl2_wend, eqt<N>k_int, eqt<N>k_frac, eqr<N>k (default fid50k_full)')
   parser.add_argument('--data_dir', default=None, help="TFDS data_dir (default: the run's)")
   parser.add_argument('--batch_size', type=int, default=64, help='global feature batch')
   parser.add_argument('--inception_weights', default=None,
@@ -101,6 +101,9 @@ def run(args: argparse.Namespace) -> Evaluation:
   if not family.w_space and any(s.family == 'ppl' for s in specs):
     raise cli_errors.UserError(f'ppl metrics walk the W space; a {family.title} generator has '
                                 'none (fid, kid and pr work)')
+  if not family.input_transform and any(s.family == 'eq' for s in specs):
+    raise cli_errors.UserError(f'equivariance metrics transform the input of a StyleGAN3 '
+                                f'generator; a {family.title} generator has none')
   mesh = sharding.make_mesh(ml_collections.ConfigDict({'data': -1, 'fsdp': 1}))
   evaluator = evaluator_lib.Evaluator(
       data_config(args.workdir, args.data_dir), mesh, batch_size=args.batch_size,

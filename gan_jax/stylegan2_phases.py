@@ -1,15 +1,51 @@
 """The phases of StyleGAN2's train step (gan_jax/train_step.py) as functions of the parameters and
 the step's random inputs: NVIDIA's StyleGAN2Loss.accumulate_gradients, phase by phase (G main,
-G path length, D main, D R1), with ADA's augmentation of what D sees."""
+G path length, D main, D R1), with ADA's augmentation of what D sees and StyleGAN3's blur of
+it."""
 
+import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gan_jax import augment as augment_lib
 from gan_jax import losses
 from gan_jax import models
+
+
+def blur_sigma(nimg: jax.Array, cfg) -> jax.Array:
+  """NVIDIA's StyleGAN3 loss: max(1 - nimg / (blur_fade_kimg * 1000), 0) * blur_init_sigma
+  (0 when blur_fade_kimg is 0); nimg the images shown before this step."""
+  if cfg.blur_init_sigma <= 0 or cfg.blur_fade_kimg <= 0:
+    return jnp.float32(0.0)
+  return jnp.maximum(1 - nimg / np.float32(cfg.blur_fade_kimg * 1e3), 0) * np.float32(
+      cfg.blur_init_sigma)
+
+
+def blur(images: jax.Array, sigma: jax.Array, max_sigma: float) -> jax.Array:
+  """NVIDIA's run_D blur: the separable filter f(x) = 2^-(x / sigma)^2 on the taps
+  |x| <= floor(3 sigma), normalised to sum 1, applied to both axes of images (N, H, W, C) with
+  zero padding, size kept; the identity while floor(3 sigma) is 0. `sigma` may be traced; the
+  filter is laid out for `max_sigma` (static), its outer taps zero while sigma is smaller."""
+  radius = int(math.floor(3 * max_sigma))
+  if radius == 0:
+    return images
+  sigma = jax.lax.stop_gradient(jnp.asarray(sigma, jnp.float32))
+  x = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  safe = jnp.maximum(sigma, 1e-3)
+  f = jnp.where(jnp.abs(x) <= jnp.floor(3 * sigma), jnp.exp2(-jnp.square(x / safe)), 0.0)
+  f = jnp.where(x == 0, 1.0, f)  # taps beyond floor(3 sigma) are 0; the centre 2^0 = 1
+  f = (f / jnp.sum(f)).astype(images.dtype)
+  ch = images.shape[-1]
+  for shape in ((2 * radius + 1, 1), (1, 2 * radius + 1)):
+    kernel = jnp.tile(f.reshape(shape + (1, 1)), (1, 1, 1, ch))
+    images = jax.lax.conv_general_dilated(
+        images, kernel, (1, 1), ((shape[0] // 2,) * 2, (shape[1] // 2,) * 2),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=ch,
+        precision=jax.lax.Precision.HIGHEST)
+  return images
 
 
 class GDraws(NamedTuple):
@@ -84,22 +120,26 @@ class Phases:
   def d_logits(self, d_params, images, c, D=None):
     return (D or self.D).apply({'params': d_params}, images, c)
 
-  def augment(self, images, key, p):
+  def augment(self, images, key, p, blur_sigma=0.0):
+    """What D sees: the blurred (StyleGAN3's blur, when configured), then augmented images."""
+    if self.cfg.blur_init_sigma > 0:
+      images = blur(images, blur_sigma, self.cfg.blur_init_sigma)
     if self.cfg.augment is None:
       return images
     return augment_lib.augment(key, images, p, self.cfg.augment)
 
   def g_loss(self, g_params, g_buffers, d_params, draws: StepDraws, pl_mean, ada_p, main: bool,
-             pl: bool):
+             pl: bool, blur_sigma=0.0):
     """G's loss: non-saturating on fresh fakes (main) and/or path length (pl, gain
-    pl_interval). Returns (loss, (new buffers, metrics, new pl_mean))."""
+    pl_interval); D sees the fakes blurred by `blur_sigma` (`blur`, when the config blurs).
+    Returns (loss, (new buffers, metrics, new pl_mean))."""
     cfg, loss, metrics, new_mean = self.cfg, 0.0, {}, pl_mean
     buffers = g_buffers
     # As NVIDIA's mapping in train mode, every G evaluation moves w_avg toward its batch's mean
     # w (before mixing): G main, path length, and D main's fakes (`d_fakes`).
     if main:
       fakes, buffers = self.run_g(g_params, buffers, draws.g_main, update_w_avg=True)
-      fakes = self.augment(fakes, draws.aug[0], ada_p)
+      fakes = self.augment(fakes, draws.aug[0], ada_p, blur_sigma)
       fake_logits = self.d_logits(d_params, fakes, draws.g_main.c)
       loss = metrics['loss/G'] = losses.g_nonsaturating(fake_logits)
     if pl:
@@ -113,16 +153,17 @@ class Phases:
       metrics['pl_mean'] = new_mean
     return loss, (buffers, metrics, new_mean)
 
-  def d_loss(self, d_params, fakes, draws: StepDraws, reals, c_real, ada_p, main: bool, r1: bool):
+  def d_loss(self, d_params, fakes, draws: StepDraws, reals, c_real, ada_p, main: bool, r1: bool,
+             blur_sigma=0.0):
     """D's loss: logistic on reals and fakes (main) and/or R1 on the reals (r1, weight gamma / 2,
     gain r1_interval; the gradient with respect to the un-augmented reals). With both, the two
     come from one forward pass on the reals. Returns (loss, (metrics, real logits))."""
     cfg, loss, metrics = self.cfg, 0.0, {}
     if main:
-      fake_logits = self.d_logits(d_params, self.augment(fakes, draws.aug[1], ada_p),
+      fake_logits = self.d_logits(d_params, self.augment(fakes, draws.aug[1], ada_p, blur_sigma),
                                   draws.d_main.c)
     aug_key = draws.aug[3] if r1 else draws.aug[2]
-    real_fn = lambda x: self.d_logits(d_params, self.augment(x, aug_key, ada_p), c_real,
+    real_fn = lambda x: self.d_logits(d_params, self.augment(x, aug_key, ada_p, blur_sigma), c_real,
                                       self.D_reg if r1 else self.D)
     if r1:
       real_logits, penalty = losses.logits_and_r1(real_fn, reals)

@@ -57,6 +57,8 @@ class StepConfig(NamedTuple):
   ada_interval: int = 4
   ada_kimg: float = 500.0
   remat: str = 'none'  # checkpoint policy of G's / D's blocks inside path length / R1
+  blur_init_sigma: float = 0.0  # StyleGAN3's blur of D's inputs (0: off), fading out over
+  blur_fade_kimg: float = 0.0  # the first blur_fade_kimg
 
   @classmethod
   def from_config(cls, config, c_dim: int) -> 'StepConfig':
@@ -67,7 +69,9 @@ class StepConfig(NamedTuple):
                  ada_interval=a.interval, ada_kimg=a.ada_kimg)
     return cls(config.schedule.batch_size, c_dim, l.r1_gamma, l.r1_interval, l.pl_weight,
                l.pl_interval, l.pl_decay, l.pl_batch_shrink, l.style_mixing_prob,
-               config.ema.kimg, config.ema.rampup, remat=config.train.remat, **aug)
+               config.ema.kimg, config.ema.rampup, remat=config.train.remat,
+               blur_init_sigma=float(l.get('blur_init_sigma', 0.0) or 0.0),
+               blur_fade_kimg=float(l.get('blur_fade_kimg', 0.0) or 0.0), **aug)
 
   def reachable(self) -> tuple[tuple[bool, bool], ...]:
     """The (do_r1, do_pl) flags a run meets, heaviest first (R1 and PL are both due at step 0)."""
@@ -153,6 +157,9 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
       draws = draw(step_common.step_key(state.rng, state.step), G, cfg, labels, do_pl, shard)
     c_real = step_common.real_labels(labels, cfg.c_dim)
     metrics = {}
+    blur = stylegan2_phases.blur_sigma(state.step.astype(jnp.float32) * n, cfg)
+    if cfg.blur_init_sigma > 0:
+      metrics['blur_sigma'] = blur
 
     # --- G main, then path length: lazily its own update, or with interval 1 in the same one
     # (NVIDIA's 'Gboth').
@@ -160,7 +167,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     g_grad = jax.value_and_grad(phases.g_loss, has_aux=True)
     (_, (g_buffers, g_metrics, pl_mean)), grads = g_grad(
         state.g_params, state.g_buffers, state.d_params, draws, state.pl_mean, state.ada_p,
-        main=True, pl=fuse_pl)
+        main=True, pl=fuse_pl, blur_sigma=blur)
     g_params, g_opt = apply_update(g_tx, grads, state.g_opt, state.g_params)
     metrics.update(g_metrics)
     if do_pl and not fuse_pl:
@@ -176,7 +183,8 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
     fuse_r1 = do_r1 and cfg.r1_interval == 1
     d_grad = jax.value_and_grad(phases.d_loss, has_aux=True)
     (_, (d_metrics, real_logits)), grads = d_grad(
-        state.d_params, fakes, draws, reals, c_real, state.ada_p, main=True, r1=fuse_r1)
+        state.d_params, fakes, draws, reals, c_real, state.ada_p, main=True, r1=fuse_r1,
+        blur_sigma=blur)
     d_params, d_opt = apply_update(d_tx, grads, state.d_opt, state.d_params)
     metrics.update(d_metrics)
     metrics['scores/real'] = jnp.mean(real_logits)
@@ -193,7 +201,7 @@ def make_train_step(G, D, g_tx: optax.GradientTransformation, d_tx: optax.Gradie
       metrics['aug/rt'] = r_t
     if do_r1 and not fuse_r1:
       (_, (d_metrics, _)), grads = d_grad(d_params, fakes, draws, reals, c_real, state.ada_p,
-                                          main=False, r1=True)
+                                          main=False, r1=True, blur_sigma=blur)
       d_params, d_opt = apply_update(d_tx, grads, d_opt, d_params)
       metrics.update(d_metrics)
 

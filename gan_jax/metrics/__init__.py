@@ -7,6 +7,7 @@
   Evaluator(config.data, mesh).evaluate(G, variables, names[, stage=, alpha=])  .evaluator
   sharded extraction, the real-statistics cache                   gan_jax.metrics.features
   precision/recall, perceptual path length                        precision_recall, ppl
+  StyleGAN3 equivariance (eqt50k_int, eqt50k_frac, eqr50k)         equivariance
   config.evals during training                                    gan_jax.metrics.periodic
   python -m gan_jax.evaluate --workdir RUN --metrics fid50k_full   the command line
 """

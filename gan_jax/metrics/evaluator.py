@@ -35,6 +35,7 @@ import numpy as np
 
 from gan_jax import models
 from gan_jax import sharding
+from gan_jax.metrics import equivariance
 from gan_jax.metrics import features as features_lib
 from gan_jax.metrics import fetch
 from gan_jax.metrics import frechet
@@ -262,6 +263,14 @@ def compute_ppl(evaluator: Evaluator, spec, G, variables, fakes, grow) -> tuple[
   return (ppl_lib.aggregate(np.concatenate(distances)[:spec.num_gen]),)
 
 
+def compute_eq(evaluator: Evaluator, spec, G, variables, fakes, grow) -> tuple[float]:
+  """StyleGAN3's equivariance PSNR (`gan_jax.metrics.equivariance`); other generators have no
+  input transform: ValueError, as NVIDIA's code."""
+  del fakes, grow
+  equivariance.check_generator(G, spec.name)
+  return (equivariance.compute(G, variables, spec.transform, spec.num_gen, evaluator.seed),)
+
+
 # The registry: metric family -> fn(evaluator, spec, G, variables, fakes, grow) -> values, one
 # per `spec.result_names` (grow: `growth_kwargs`, {} for the full network).
 COMPUTE: Mapping[str, Callable] = {
@@ -269,4 +278,5 @@ COMPUTE: Mapping[str, Callable] = {
     'kid': compute_kid,
     'pr': compute_pr,
     'ppl': compute_ppl,
+    'eq': compute_eq,
 }

@@ -9,6 +9,10 @@
                     and <name>_recall.
   ppl2_wend         perceptual path length in W at path ends, 50k samples, epsilon 1e-4, no crop
                     (NVIDIA's legacy StyleGAN2 metric); ppl_wend is the same with the face crop.
+  eqt<N>k_int       StyleGAN3's equivariance PSNR (dB) to integer translations of the input,
+  eqt<N>k_frac      to fractional translations, eqr<N>k to rotations; N thousand samples
+  eqr<N>k           (eqt50k_int, eqt50k_frac, eqr50k are NVIDIA's; eqt1k_int etc. are small-sample
+                    versions). gan_jax/metrics/equivariance.py has the definitions.
 
 Counts may be capped for smoke tests with an explicit `max_images` (evaluator / CLI argument),
 never by a fake name. This module is light (no JAX) so that config validation can use it.
@@ -18,9 +22,10 @@ import dataclasses
 import re
 from typing import Optional
 
-FAMILIES = ('fid', 'kid', 'pr', 'ppl')
+FAMILIES = ('fid', 'kid', 'pr', 'ppl', 'eq')
 _COUNTED = re.compile(r'^(fid|kid)([1-9][0-9]*)k(_full)?$')
 _PR = re.compile(r'^pr([1-9][0-9]*)k([1-9][0-9]*)(_full)?$')
+_EQ = re.compile(r'^(eqt([1-9][0-9]*)k_(int|frac)|eqr([1-9][0-9]*)k)$')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +34,12 @@ class MetricSpec:
 
   Attributes:
     name: the name as given ('fid50k_full').
-    family: 'fid' | 'kid' | 'pr' | 'ppl'.
+    family: 'fid' | 'kid' | 'pr' | 'ppl' | 'eq'.
     num_gen: generated images (ppl: sampled paths).
     num_real: real images; None for all of the split (`_full`); 0 for none (ppl).
     k: neighbourhood size (pr).
     epsilon, space, sampling, crop: path-length settings (ppl).
+    transform: 'int' | 'frac' | 'rot' (eq).
   """
   name: str
   family: str
@@ -44,6 +50,7 @@ class MetricSpec:
   space: str = ''
   sampling: str = ''
   crop: bool = False
+  transform: str = ''
 
   @property
   def result_names(self) -> tuple[str, ...]:
@@ -85,10 +92,16 @@ def parse(name: str) -> MetricSpec:
     thousands, k, full = match.groups()
     count = int(thousands) * 1000
     return MetricSpec(name, 'pr', num_gen=count, num_real=None if full else count, k=int(k))
+  match = _EQ.match(name)
+  if match:
+    _, t_thousands, t_kind, r_thousands = match.groups()
+    count = int(t_thousands or r_thousands) * 1000
+    return MetricSpec(name, 'eq', num_gen=count, num_real=0, transform=t_kind or 'rot')
   raise ValueError(
-      f'unknown metric {name!r}: use fid<N>k[_full], kid<N>k[_full], pr<N>k<K>[_full] '
-      f'(N thousand images, K neighbours) or one of {sorted(NAMED)}; e.g. fid50k_full, '
-      f'kid50k_full, pr50k3_full, ppl2_wend, fid2k.')
+      f'unknown metric {name!r}: use fid<N>k[_full], kid<N>k[_full], pr<N>k<K>[_full], '
+      f'eqt<N>k_int, eqt<N>k_frac, eqr<N>k (N thousand images, K neighbours) or one of '
+      f'{sorted(NAMED)}; e.g. fid50k_full, kid50k_full, pr50k3_full, ppl2_wend, eqt50k_int, '
+      f'fid2k.')
 
 
 def parse_list(names: str) -> list[MetricSpec]:

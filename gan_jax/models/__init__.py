@@ -126,6 +126,9 @@ def build(model_config, img_resolution: int, img_channels: int, c_dim: int,
   for name in ('conv_kernel', 'use_radial_filters', 'magnitude_ema_beta'):  # StyleGAN3's
     if model_config.get(name) is not None:
       g_kwargs[name] = model_config[name]
+  for name in ('channel_base', 'channel_max'):  # G's own (StyleGAN3-R doubles G's, not D's)
+    if model_config.get(f'g_{name}') is not None:
+      g_kwargs[name] = model_config[f'g_{name}']
   d_kwargs = dict(common, mbstd_group_size=model_config.mbstd_group_size or None,
                   mbstd_num_channels=model_config.mbstd_num_channels)
   G = generator_cls(**{k: v for k, v in g_kwargs.items() if k in _fields(generator_cls)})
