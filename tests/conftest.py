@@ -35,7 +35,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # running alone.
 _HEAVY_FIRST = ('test_multiprocess.py', 'test_kill_resume.py', 'test_fsdp.py', 'test_metrics.py',
                 'test_train.py', 'test_progressive_train.py', 'test_projector.py', 'test_guard.py',
-                'test_checkpoint_integrity.py',
+                'test_checkpoint_integrity.py', 'test_transfer.py', 'test_one_loop.py',
+                'test_nvlabs_step.py', 'test_memory_knobs.py', 'test_stylegan3_tools.py',
                 'test_main.py', 'test_augment.py', 'test_aot.py', 'test_tools_figures.py',
                 'test_tools.py')
 

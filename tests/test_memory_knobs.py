@@ -71,7 +71,10 @@ def _close(a, b):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('policy', ['nothing_saveable', 'dots_saveable'])
+# nothing_saveable recomputes everything (the slowest compile here): -m slow; dots_saveable keeps
+# remat's gradient check in the default suite.
+@pytest.mark.parametrize('policy', [pytest.param('nothing_saveable', marks=pytest.mark.slow),
+                                    'dots_saveable'])
 def test_remat_gives_the_same_regulariser_gradients(nets, policy):
   G, D, z, img, gvars, dvars = nets
 

@@ -161,6 +161,9 @@ def test_untrained_run_scores_fid_as_defined_and_caches_the_reals(fake_source, t
   assert (tmp_path / 'runs/kimg0_seed0/fid_samples_no_noise.png').is_file()
 
 
+# A full gan_jax.main run under the protocol (~30 s idle): -m slow; the untrained run above keeps
+# the scoring path in the default suite.
+@pytest.mark.slow
 def test_trained_run_goes_through_gan_jax_main(fake_source, tmp_path):
   results = tmp_path / 'results.jsonl'
   argv = ['--seeds', '3', '--kimg', '0.016', '--config', 'experiments/fashion_mnist.py:tiny',
