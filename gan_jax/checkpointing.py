@@ -39,6 +39,18 @@ class ArchitectureMismatchError(CheckpointError):
   """The checkpoint holds another model's arrays (other names or shapes) than the config."""
 
 
+def workdir_and_step(path: epath.Path) -> tuple[Optional[epath.Path], Optional[int]]:
+  """(workdir, step) for a workdir, its checkpoints/ dir or one checkpoints/<step> dir; else
+  (None, None) (the tools and config.init name a run's checkpoint these three ways)."""
+  if (path / 'checkpoints').is_dir():
+    return path, None
+  if path.name == 'checkpoints' and (path.parent / 'config.json').exists():
+    return path.parent, None
+  if path.name.isdigit() and path.parent.name == 'checkpoints':
+    return path.parent.parent, int(path.name)
+  return None, None
+
+
 def manager(workdir: str, checkpoint_config) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=checkpoint_config.keep, create=True, enable_async_checkpointing=True,

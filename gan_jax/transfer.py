@@ -158,16 +158,6 @@ NVLABS_FORMATS: list[tuple[str, Callable[[dict], bool], Callable[[dict, str], So
 ]
 
 
-def _workdir_and_step(path: epath.Path) -> tuple[Optional[epath.Path], Optional[int]]:
-  if (path / 'checkpoints').is_dir():
-    return path, None
-  if path.name == 'checkpoints' and (path.parent / 'config.json').exists():
-    return path.parent, None
-  if path.name.isdigit() and path.parent.name == 'checkpoints':
-    return path.parent.parent, int(path.name)
-  return None, None
-
-
 def _read_workdir(workdir: epath.Path, step: Optional[int], with_ada_p: bool) -> Source:
   saved = json.loads((workdir / 'config.json').read_text())
   model = (saved.get('model') or {}).get('name', 'stylegan2')
@@ -202,7 +192,7 @@ def read_source(spec: str, step: int = -1, with_ada_p: bool = False) -> Source:
   if path.is_dir() and export.is_export(path):
     return _read_export(path)
   if path.is_dir():
-    workdir, dir_step = _workdir_and_step(path)
+    workdir, dir_step = checkpointing.workdir_and_step(path)
     if workdir is None:
       raise TransferError(f'config.init.source={spec!r} is neither a training workdir '
                           '(config.json + checkpoints/) nor an export (generator.json)')

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from gan_jax import checkpointing
 from gan_jax import cli_errors
 from gan_jax import models
 from gan_jax.models import layers
@@ -202,17 +203,6 @@ class LoadedGenerator:
     return np.asarray(self.variables['buffers']['mapping']['w_avg'])
 
 
-def _workdir_and_step(path: epath.Path) -> tuple[Optional[epath.Path], Optional[int]]:
-  """(workdir, step) for a workdir, its checkpoints/ dir or one step dir; else (None, None)."""
-  if (path / 'checkpoints').is_dir():
-    return path, None
-  if path.name == 'checkpoints' and (path.parent / 'config.json').exists():
-    return path.parent, None
-  if path.name.isdigit() and path.parent.name == 'checkpoints':
-    return path.parent.parent, int(path.name)
-  return None, None
-
-
 def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> LoadedGenerator:
   """Loads a generator from an export, a training workdir or NVIDIA's weights.
 
@@ -232,7 +222,7 @@ def load_generator(path: str | os.PathLike, step: Optional[int] = None) -> Loade
     G, variables, config = export.read_export(path)
     return LoadedGenerator(G, variables, source=os.fspath(path), growth=config.get('growth'))
   if path.is_dir():
-    workdir, dir_step = _workdir_and_step(path)
+    workdir, dir_step = checkpointing.workdir_and_step(path)
     if workdir is None:
       raise cli_errors.UserError(
           f'{path} is neither an export (generator.json) nor a training workdir '

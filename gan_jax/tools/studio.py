@@ -193,11 +193,13 @@ def build(path: str, directions: Optional[str] = None, project_steps: int = 100,
           step: Optional[int] = None) -> Starlette:
   """Loads the generator (and directions) at `path` and returns the app."""
   from gan_jax.tools import directions as directions_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from gan_jax.tools import loading  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   g = loading.load_generator(path, step=step)
   table = directions_lib.load(directions) if directions else None
   renderer = studio_render.Renderer(g, table, project_steps=project_steps)
-  workdir, _ = loading._workdir_and_step(loading.epath.Path(os.path.abspath(path)))  # pylint: disable=protected-access
+  workdir, _ = checkpointing.workdir_and_step(epath.Path(os.path.abspath(path)))
   renderer.render(studio_render.Settings())  # compile before the first client waits
   return make_app(renderer, os.fspath(workdir) if workdir else None)
 
