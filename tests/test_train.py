@@ -142,7 +142,10 @@ def _final_state(workdir):
 
 
 def test_train_and_evaluate_end_to_end(fake_source, tmp_path):
-  config = tiny_config(fake_source)
+  # No lazy regulariser: one step variant to compile, shared with tests/test_guard.py's runs
+  # (the variants themselves are checked in test_train_step_on_1_and_8_devices_agree, in
+  # tests/test_one_loop.py and tests/test_kill_resume.py).
+  config = tiny_config(fake_source, **PLAIN)
   workdir = tmp_path / 'run'
   state = train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
   assert int(state.step) == 10  # kimg 0.08 at batch 8
