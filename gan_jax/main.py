@@ -18,7 +18,6 @@ from ml_collections import config_flags
 
 from gan_jax import cli_errors
 from gan_jax import config_base
-from gan_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory (local or gs://) for checkpoints, logs, samples.')
@@ -89,6 +88,9 @@ def main(argv):
   logging.info('JAX process %d of %d, %d local / %d global devices (%s).', jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
+  # Imported here, not at the top: a bad flag or config file is reported before TensorFlow (clu,
+  # TFDS) and the models load, in about a second instead of several.
+  from gan_jax import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(config, FLAGS.workdir)
 
 
