@@ -2,8 +2,8 @@
 tests/test_train.py: with the blur of D's inputs fading, an interrupted and resumed run ends
 bit-identical to an uninterrupted one (magnitude EMAs, w_avg and the blur's fade included), and the
 same run on 8 devices agrees with it to float tolerance (measured: at most 3.8e-7 of a group's
-largest |value|, Adam's first moments of D; RUNS_REL is 1e-5). ADA's step with StyleGAN3:
-tests/test_stylegan3_train.py."""
+largest |value|, Adam's first moments of D; RUNS_REL is 1e-5); `python -m gan_jax.aot` compiles
+its step for a TPU slice (slow). ADA's step with StyleGAN3: tests/test_stylegan3_train.py."""
 
 from pathlib import Path
 
@@ -11,9 +11,12 @@ import jax
 import numpy as np
 import pytest
 
+from gan_jax import aot
 from gan_jax import config_base
 from gan_jax import train
 from tests import numerics
+from tests.test_aot import _run_cli
+from tests.test_aot import needs_libtpu
 from tests.fake_data import write_fake_fashion_mnist
 from tests.test_train import RUNS_REL
 
@@ -64,3 +67,15 @@ def test_stylegan3_resumes_bit_identically_and_shards(fake_source, tmp_path):
   assert jax.device_count() == 8 and int(eight.step) == 6
   numerics.assert_trees_close(jax.device_get(eight), full, RUNS_REL, '8 vs 1 device',
                               by_group=True)
+
+
+# Slow: the r1 variant's TPU compile ran 636 s on the shared 2 cores (ffhq.py:tiny's plain variant
+# at 4x4 pixels is the suite's AOT check).
+@pytest.mark.slow
+@needs_libtpu
+def test_aot_compiles_the_stylegan3_step():
+  r = _run_cli('--config', 'experiments/ffhq_stylegan3.py:tiny', '--topology', 'v5e-4',
+               timeout=3600)
+  assert r.returncode == aot.EXIT_FITS, r.stderr[-3000:]
+  assert 'variant r1 (R1 on, path length off)' in r.stdout
+  assert 'RESULT: fits v5e-4' in r.stdout
