@@ -110,8 +110,8 @@ class Phases:
     if not self.family.synthesis_emas:
       fakes, buffers = self.run_g(g_params, g_buffers, draws.d_main, update_w_avg=True)
       return jax.lax.stop_gradient(fakes), buffers
-    # StyleGAN3: these fakes also move the synthesis layers' magnitude EMAs (NVIDIA's Dmain
-    # run_G(update_emas=True)).
+    # StyleGAN3: these fakes also move the synthesis layers' magnitude EMAs, and are the only
+    # ones to move w_avg (NVIDIA's Dmain run_G(update_emas=True); `g_loss`).
     ws, buffers = self.map_ws(g_params, g_buffers, draws.d_main, update_w_avg=True)
     fakes, mutated = self.G.apply({'params': g_params, 'buffers': buffers}, ws,
                                   method='synthesize', update_emas=True, mutable=['buffers'])
@@ -135,16 +135,19 @@ class Phases:
     Returns (loss, (new buffers, metrics, new pl_mean))."""
     cfg, loss, metrics, new_mean = self.cfg, 0.0, {}, pl_mean
     buffers = g_buffers
-    # As NVIDIA's mapping in train mode, every G evaluation moves w_avg toward its batch's mean
-    # w (before mixing): G main, path length, and D main's fakes (`d_fakes`).
+    # As NVIDIA's StyleGAN2(-ADA) mapping in train mode, every G evaluation moves w_avg toward its
+    # batch's mean w (before mixing): G main, path length, and D main's fakes (`d_fakes`).
+    # NVIDIA's StyleGAN3 loss moves w_avg, as the magnitude EMAs, with D main's fakes only
+    # (run_G(update_emas=True) there alone): so do the families with synthesis EMAs.
+    update = not self.family.synthesis_emas
     if main:
-      fakes, buffers = self.run_g(g_params, buffers, draws.g_main, update_w_avg=True)
+      fakes, buffers = self.run_g(g_params, buffers, draws.g_main, update_w_avg=update)
       fakes = self.augment(fakes, draws.aug[0], ada_p, blur_sigma)
       fake_logits = self.d_logits(d_params, fakes, draws.g_main.c)
       loss = metrics['loss/G'] = losses.g_nonsaturating(fake_logits)
     if pl:
       d = draws.g_pl
-      ws, buffers = self.map_ws(g_params, buffers, d, update_w_avg=True)
+      ws, buffers = self.map_ws(g_params, buffers, d, update_w_avg=update)
       lengths = losses.path_lengths(lambda w: self.synth(g_params, buffers, w, d, self.G_reg),
                                     ws, draws.pl_noise)
       penalty, new_mean = losses.path_length_penalty(lengths, pl_mean, cfg.pl_decay)

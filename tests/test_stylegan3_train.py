@@ -104,6 +104,34 @@ def test_step_with_blur_and_ada():
   assert abs(float(d_loss(2.0)) - float(unblurred)) > 1e-6
 
 
+def test_w_avg_and_magnitude_emas_move_in_d_main_only():
+  """NVIDIA's StyleGAN3 loss updates w_avg and the magnitude EMAs with D main's fakes only (G main
+  runs run_G without update_emas): after a step, G's buffers are those of D main's fakes of the
+  updated G applied to the buffers before the step; G main's batch leaves no trace in w_avg."""
+  G, D = _tiny_models()
+  G = G.clone(w_avg_beta=0.5)
+  cfg = ts.StepConfig(batch_size=2, c_dim=0, r1_gamma=0.5, r1_interval=1, pl_weight=0.0,
+                      pl_interval=4, pl_decay=0.01, pl_batch_shrink=2, style_mixing_prob=0.0,
+                      ema_kimg=10.0, ema_rampup=0.05)
+  tx = optax.adam(1e-3)
+  state = state_lib.create(G, D, tx, tx, 0, jax.random.PRNGKey(0))
+  batch = {'image': jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 1)),
+           'label': jnp.zeros((2,), jnp.int32)}
+  draws = ts.draw(jax.random.PRNGKey(2), G, cfg, batch['label'], False)
+  step = jax.jit(ts.make_train_step(G, D, tx, tx, cfg), static_argnums=(2, 3))
+  new_state, _ = step(state, batch, True, False, draws)
+  phases = stylegan2_phases.Phases(G, D, cfg)
+  _, expected = phases.d_fakes(new_state.g_params, state.g_buffers, draws)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+               new_state.g_buffers, expected)
+  jax.tree.map(np.testing.assert_array_equal, new_state.ema_buffers, new_state.g_buffers)
+  moved = jax.tree_util.tree_leaves_with_path(jax.tree.map(
+      lambda a, b: float(jnp.max(jnp.abs(a - b))), expected, state.g_buffers))
+  emas = {jax.tree_util.keystr(p): d for p, d in moved if 'w_avg' in jax.tree_util.keystr(p)
+          or 'magnitude_ema' in jax.tree_util.keystr(p)}
+  assert len(emas) > 1 and min(emas.values()) > 1e-4, emas
+
+
 def test_config_check_of_the_blur():
   config = config_base.load(f'{EXPERIMENT}:tiny')
   config_check.validate(config, 1)
