@@ -100,7 +100,7 @@ def edges(images: jax.Array) -> jax.Array:
   grads = jax.lax.conv_general_dilated(jnp.pad(grey, ((0, 0), (1, 1), (1, 1), (0, 0)), 'edge'),
                                        kernel, (1, 1), 'VALID',
                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  mag = jnp.sqrt(jnp.sum(jnp.square(grads), axis=-1, keepdims=True) + 1e-12)
+  mag = jnp.sqrt(jnp.sum(jnp.square(grads), axis=-1, keepdims=True))  # an input: no gradient
   out = jnp.clip(mag, 0.0, 1.0) * 2.0 - 1.0
   return jnp.broadcast_to(out, images.shape)
 
