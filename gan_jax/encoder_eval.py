@@ -122,7 +122,7 @@ def evaluate(workdir: str, num: int = 200, split: str = 'test', projector_num: i
              projector_steps: int = 200, with_fid: bool = False) -> dict:
   e = encoder_lib.load_encoder(workdir)
   params = inception.load_params()
-  result = {'workdir': workdir, 'encoder': e.source, 'task': e.config.encoder.degradations or
+  result = {'workdir': workdir, 'encoder_run': e.source, 'task': e.config.encoder.degradations or
             'invert', 'split': split, 'num': num}
   pair = degradations_lib.class_pair(e.degradations)
   if pair is not None:
