@@ -9,7 +9,9 @@ on 'train'), drawn by the input pipeline with seed 0 (the same images for every 
 dataset). For each image the encoder's input is the run's degradation of it (mask positions from
 seed 0) and the target the clean image; class:A>B runs are measured differently (there is no
 ground truth for a translation): only the small-sample FID of the outputs against held-out images
-of class B, the translated inputs being test images of class A.
+of class B, the translated inputs being test images of class A, next to the FID of the inputs
+themselves, of G's own class-B samples (what its outputs can reach) and of other real class-B
+images (the floor).
 
 Reported (means over images): PSNR in dB on [-1, 1] images (peak-to-peak 2), MSE, and the
 LPIPS-style Inception distance of `gan_jax.tools.perceptual` (uniform weights, 4 taps; 0 for equal
@@ -132,6 +134,10 @@ def evaluate(workdir: str, num: int = 200, split: str = 'test', projector_num: i
     reference, _ = held_out(e.config, split, num, label=pair.target)
     result['fid_outputs_vs_class_b'] = fid(outputs, reference, params)
     result['fid_inputs_vs_class_b'] = fid(inputs, reference, params)
+    g = e.generator  # the generator's own class-B samples: what its outputs can reach at best
+    z = np.random.RandomState(0).randn(num, g.z_dim)
+    result['fid_generated_class_b_vs_class_b'] = fid(g(z, np.full(num, pair.target)), reference,
+                                                     params)
     result['fid_class_b_vs_class_b'] = fid(held_out(e.config, split, num, 1, pair.target)[0],
                                           reference, params)
     return result
