@@ -3,7 +3,7 @@ image-to-image variants; the generator stays frozen (config.loss.name='encoder')
 
   # the generator first (experiments/fashion_mnist.py, conditional):
   python -m gan_jax.main --config experiments/fashion_mnist.py --workdir runs/fmnist_cond \
-      --config.model.conditional=True --config.schedule.kimg=30
+      --config.model.conditional=True --config.schedule.kimg=20
   # then its encoder (inversion), or one per task:
   python -m gan_jax.main --config experiments/fashion_mnist_encoder.py --workdir runs/enc
   python -m gan_jax.main --config experiments/fashion_mnist_encoder.py:down4 --workdir runs/enc_sr4
