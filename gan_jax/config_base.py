@@ -11,6 +11,7 @@ their `:tiny` variants start from `apply_tiny`. One section per thing the config
   schedule   run length, batch, progressive growing (gan_jax.schedule)
   train      the step's mechanics: rematerialisation, what a NaN does, frozen layers
   init       the weights a fresh run starts from: a trained network (transfer learning)
+  encoder    an encoder run's network, losses and degradations (loss.name 'encoder')
   augment    ADA (gan_jax.augment)
   mesh, checkpoint, log, evals
 
@@ -163,6 +164,21 @@ def get_base_config() -> ml_collections.ConfigDict:
   # do not (other than label-dependent ones) stops the run with the list. False: they start
   # fresh or are dropped, listed in the log and in init_source.json.
   config.init.strict = True
+
+  # An encoder into a frozen G's W+ (config.loss.name='encoder', gan_jax/encoder_step.py; G from
+  # config.init.source): pSp / e4e, and pSp's image-to-image tasks through `degradations`.
+  config.encoder = ml_collections.ConfigDict()
+  config.encoder.channels = 32  # encoder width at the input resolution, doubled per halving
+  config.encoder.max_channels = 256
+  config.encoder.lr = 0.001  # Adam (0.9, 0.999), as pSp's Ranger / e4e's Adam lr order
+  # Comma-separated, applied in order to the encoder's input (gan_jax/degradations.py): downK
+  # (super-resolution), mask (inpainting), edges (sketch), class:A>B (translation); '': inversion.
+  config.encoder.degradations = ''
+  config.encoder.images = 'reals'  # what it learns to rebuild: 'reals' (the data) or 'generated'
+  config.encoder.pixel_weight = 1.0  # mean squared error to the clean image
+  # LPIPS-style Inception distance (gan_jax/tools/perceptual.py): about 50x slower on a CPU.
+  config.encoder.perceptual_weight = 0.0
+  config.encoder.w_reg_weight = 0.01  # mean squared offset of the ws from w_avg
 
   # Adaptive discriminator augmentation (gan_jax/augment.py), NVIDIA's StyleGAN2-ADA defaults.
   config.augment = ml_collections.ConfigDict()

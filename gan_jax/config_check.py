@@ -43,10 +43,16 @@ def _positive(config, key: str, integer: bool = False) -> None:
 # needs a line here: tests/test_config_check.py fails otherwise.
 OPEN = 'open'
 # config.loss.name: the train steps of gan_jax.steps, and those that train growing networks.
-LOSSES = ('stylegan2', 'nonsaturating', 'wgan_gp')
+LOSSES = ('stylegan2', 'nonsaturating', 'wgan_gp', 'encoder')
 GROWING_LOSSES = ('nonsaturating', 'wgan_gp')
 NUMBERS = {
     'seed': (0, 2 ** 32 - 1, 'an integer seed in [0, 2**32)'),
+    'encoder.channels': (1, None, 'a positive integer'),
+    'encoder.max_channels': (1, None, 'a positive integer'),
+    'encoder.lr': ((0, OPEN), None, 'a positive learning rate'),
+    'encoder.pixel_weight': (0, None, '0 (off) or a positive weight'),
+    'encoder.perceptual_weight': (0, None, '0 (off) or a positive weight'),
+    'encoder.w_reg_weight': (0, None, '0 (off) or a positive weight'),
     'model.z_dim': (1, None, 'a positive integer'),
     'model.w_dim': (1, None, 'a positive integer'),
     'model.mapping_layers': (1, None, 'at least 1'),
@@ -204,6 +210,9 @@ def _validate_loss_and_growing(config, num_devices: int) -> None:
   """config.loss.name against config.schedule.growing, and the growth schedule."""
   l, p = config.loss, config.schedule.growing
   _require(l.name in LOSSES, 'loss.name', l.name, f'one of {", ".join(LOSSES)}')
+  if l.name == 'encoder':
+    _validate_encoder(config)
+    return
   if not p.grow:
     _require(config.model.name != 'progan', 'model.name', config.model.name,
              "'progan' trains only with config.schedule.growing.grow=True (for a fixed "
@@ -246,6 +255,29 @@ def _validate_loss_and_growing(config, num_devices: int) -> None:
     _require(group == 0 or batch % min(group, batch) == 0, 'model.mbstd_group_size', group,
              f'0 (the whole minibatch) or a group size dividing the batch {batch} at resolution '
              f'{res}')
+
+
+def _validate_encoder(config) -> None:
+  """An encoder run (loss.name 'encoder'): a frozen G from init.source, a fixed resolution, a
+  W space, and degradations that parse."""
+  from gan_jax import degradations  # pylint: disable=g-import-not-at-top
+  enc = config.get('encoder')
+  _require(enc is not None, 'encoder', enc, 'a config.encoder section (config_base has one)')
+  _require(bool(config.init.source) or bool(config.resume), 'init.source', config.init.source,
+           "the trained generator to encode into (a workdir, export or NVIDIA .pkl): an encoder "
+           "run trains only the encoder, G stays frozen, so it needs one (loss.name='encoder')")
+  _require(not config.schedule.growing.grow, 'schedule.growing.grow', True,
+           "False with loss.name='encoder' (the frozen G is a finished network)")
+  family = models.FAMILIES.get(config.model.name)
+  _require(family is None or family.w_space, 'model.name', config.model.name,
+           "a family with a W space (stylegan, stylegan2, stylegan3) with loss.name='encoder'")
+  _require(enc.images in ('reals', 'generated'), 'encoder.images', enc.images,
+           "'reals' or 'generated'")
+  try:
+    degradations.parse(enc.degradations)
+  except ValueError as error:
+    raise ConfigError(f'config.encoder.degradations={enc.degradations!r} is not allowed: '
+                      f'{error}') from None
 
 
 def validate_progressive_resolution(config, resolution: int) -> None:

@@ -25,8 +25,10 @@ def tick_report(tick_metrics: Sequence[dict], elapsed: float, images_done: int, 
   scalars.update({'timing/sec_per_kimg': sec_per_kimg, 'timing/img_per_sec': img_per_sec,
                   'progress/kimg': kimg})
   text = (f'kimg {kimg:.2f}  sec/kimg {sec_per_kimg:.2f}  img/s {img_per_sec:.1f}  '
-          f'ETA {fmt_time(sec_per_kimg * kimg_left)}  G {scalars["loss/G"]:.3f}  '
-          f'D {scalars["loss/D"]:.3f}')
+          f'ETA {fmt_time(sec_per_kimg * kimg_left)}')
+  for name in ('G', 'D', 'E'):  # E: an encoder run's loss (gan_jax.encoder_step)
+    if f'loss/{name}' in scalars:
+      text += f'  {name} {scalars[f"loss/{name}"]:.3f}'
   return scalars, text
 
 

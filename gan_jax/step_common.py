@@ -39,6 +39,9 @@ class Step(NamedTuple):
   variant: Callable[[int], tuple]  # step index -> the static flags of that step
   variant_names: Callable[[tuple], str]  # flags -> a short name ('r1_pl', 'plain')
   reachable: tuple[tuple, ...]  # every variant a run meets, the heaviest (step 0's) first
+  # (state, reals) -> (images, cols): what the sample grid shows instead of G_ema's samples of the
+  # grid latents (an encoder run's reconstructions of step 0's reals); None: the samples.
+  preview: Optional[Callable[..., tuple[Any, int]]] = None
 
 
 def step_key(rng: jax.Array, step: jax.Array) -> jax.Array:

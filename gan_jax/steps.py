@@ -6,6 +6,8 @@
   'nonsaturating'  StyleGAN's step as in its paper (gan_jax/progressive_step.py): D then G,
                    logistic loss with R1 in every D step; trains growing networks stage by stage.
   'wgan_gp'        ProGAN's step (gan_jax/progressive_step.py): WGAN-GP with drift.
+  'encoder'        an image encoder into a frozen G's W+ (gan_jax/encoder_step.py; the encoder
+                   sits in D's slot of the state, G comes from config.init.source).
 
 The key is config.loss.name. Every entry is a pure
 `make_step(G, D, config, c_dim, batch_sharding) -> step_common.Step`.
@@ -15,6 +17,7 @@ from typing import Callable, Optional
 
 import jax
 
+from gan_jax import encoder_step
 from gan_jax import progressive_step
 from gan_jax import step_common
 from gan_jax import train_step
@@ -26,6 +29,7 @@ REGISTRY: dict[str, MakeStep] = {
     'stylegan2': train_step.make_step,
     'nonsaturating': progressive_step.make_step,
     'wgan_gp': progressive_step.make_step,
+    'encoder': encoder_step.make_step,
 }
 
 

@@ -50,6 +50,7 @@ from gan_jax import steps
 from gan_jax import transfer
 from gan_jax import workdir as workdir_lib
 from gan_jax.data import pipeline
+from gan_jax.models import encoder as encoder_model
 from gan_jax.metrics import periodic
 
 
@@ -61,6 +62,8 @@ def build(config, info: pipeline.DataInfo, backend: Optional[str] = None):
   JAX's default backend; it decides whether model.num_bf16_res applies)."""
   c_dim = info.num_classes if config.model.conditional else 0
   G, D = models.build(config.model, info.resolution, info.channels, c_dim, backend)
+  if config.loss.name == 'encoder':  # an encoder run: the encoder takes D's slot (encoder_step)
+    D = encoder_model.build(config.encoder, G)
   return G, D, c_dim
 
 
@@ -147,10 +150,16 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
   hparams = optim.effective_hparams(config, lazy_d=step_def.name == 'stylegan2')
   evals = periodic.PeriodicEvals(config, workdir, mesh, G, writer, is_main)  # config.evals
 
+  grid_reals = []  # step 0's reals, for a step's preview (an encoder run's reconstructions)
+
   def write_grid(state, step, stage):
-    images = images_lib.to_uint8(sample(state.ema_params, state.ema_buffers, grid_z, grid_c,
-                                        config.log.grid_psi, stage.alpha, stage.resolution))
-    grid = images_lib.make_grid(images, config.log.grid_cols)
+    if step_def.preview is not None:
+      images, cols = step_def.preview(state, grid_reals[0])
+    else:
+      images = sample(state.ema_params, state.ema_buffers, grid_z, grid_c, config.log.grid_psi,
+                      stage.alpha, stage.resolution)
+      cols = config.log.grid_cols
+    grid = images_lib.make_grid(images_lib.to_uint8(images), cols)
     if is_main:
       writer.write_images(step, {'samples': grid[None]})
       images_lib.save_png(workdir_path / f'samples_{step:07d}.png', grid)
@@ -170,6 +179,7 @@ def train_and_evaluate(config, workdir: str, devices: Optional[Sequence[jax.Devi
       # the current stage); process 0 writes it once.
       reals = sharding.to_host(sharding.global_batch(data.batch_at(0), batch_shard,
                                                      stage.batch_size))['image']
+      grid_reals.append(reals)
       if is_main and not (workdir_path / 'reals.png').exists():
         reals = images_lib.to_uint8(reals)[:config.log.grid_cols * 4]
         images_lib.save_png(workdir_path / 'reals.png',

@@ -366,7 +366,10 @@ def start_state(config, fresh, workdir: epath.Path, is_main: bool, source: Sourc
   report = Report()
   trees = {'g_params': g_params, 'g_buffers': g_buffers, 'ema_params': source.ema_params,
            'ema_buffers': source.ema_buffers, 'd_params': source.d_params}
-  merged = {}
+  if config.loss.name == 'encoder':  # D's slot holds the encoder (gan_jax.encoder_step)
+    del trees['d_params']
+    source.notes.append("an encoder run: the source's D is not read (the encoder starts fresh)")
+  merged = {'d_params': host.d_params}
   for network, theirs_tree in trees.items():
     if theirs_tree is None:
       merged[network] = getattr(host, network)

@@ -22,7 +22,11 @@ progression is this grid, one row per source. Sources, one row each, in this ord
     rendered with the stored noise maps (as `gan_jax.generate`);
   --latent FILE.npz[,...]: a projected or encoded image: the projector's projected_w.npz, or
     any .npz holding 'w' (1 or N, num_ws, w_dim) (one row per w; an encoder that saves its W+
-    so plugs in), with the projector's optimised noise maps ('noise/<layer>') when it has them.
+    so plugs in: translate's encoded_w.npz), with the projector's optimised noise maps
+    ('noise/<layer>') when it has them;
+  --encode IMG[,IMG...] --encoder ENC_RUN: images inverted in one forward pass by an encoder run
+    (`gan_jax.load_encoder`; the images go in as they are, as the encoder's input), rendered
+    with the stored noise maps: encode -> move along a direction in steps -> grid.
 Writes edit.png (rows = sources, columns = strengths) and, unless --no-video, edit.mp4 (or the
 --video name, .gif works without ffmpeg): the sources side by side, the strength sweeping from
 the first to the last and back in 2 x --frames frames.
@@ -110,6 +114,25 @@ def latent_sources(g: loading.LoadedGenerator, path: str) -> list[Source]:
   return [Source(f'{path}[{i}]', w, noise or None) for i, w in enumerate(ws)]
 
 
+def encoded_sources(g: loading.LoadedGenerator, encoder_dir: str, paths: str) -> list[Source]:
+  """One row per image of the comma list `paths`, its ws from the encoder run `encoder_dir`."""
+  from gan_jax import encoder as encoder_lib  # pylint: disable=g-import-not-at-top
+  from gan_jax.tools import translate  # pylint: disable=g-import-not-at-top
+  e = encoder_lib.load_encoder(encoder_dir)
+  if (e.num_ws, e.w_dim) != (g.num_ws, g.w_dim):
+    raise cli_errors.UserError(f'--encoder {encoder_dir} encodes into {e.num_ws} ws of {e.w_dim}, '
+                               f'this generator has {g.num_ws} of {g.w_dim}')
+  if not np.allclose(e.generator.w_avg, g.w_avg, rtol=1e-4, atol=1e-4):
+    print(f'warning: --encoder {encoder_dir} was trained for another generator '
+          f'({e.generator.source}); its ws may not mean the same here')
+  files = [p for p in paths.split(',') if p]
+  for path in files:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f'--encode {path} does not exist')
+  ws = e(translate.load_images(e, files, degraded=True))
+  return [Source(f'encoded {path}', w) for path, w in zip(files, ws)]
+
+
 def direction_step(g: loading.LoadedGenerator, table: dict, name: str) -> tuple[np.ndarray, str]:
   """(sigma * d (w_dim,), the stored layer range) for the direction called name."""
   if int(table['w_dim']) != g.w_dim or int(table['num_ws']) != g.num_ws:
@@ -132,7 +155,7 @@ def edit_strip(g: loading.LoadedGenerator, source: Source, step: np.ndarray,
 def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   """Runs the command line; returns the paths written."""
   parser = argparse.ArgumentParser(prog='python -m gan_jax.tools.edit',
-                                   description='Edit seeds or projected images along a direction.')
+                                   description='Edit seeds, projected or encoded images along a direction.')
   cli.add_generator_args(parser)
   parser.add_argument('--directions', required=True, help='file of gan_jax.tools.directions')
   parser.add_argument('--direction', required=True, help='its name in the file')
@@ -144,6 +167,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   parser.add_argument('--seeds', default=None, help='seeds to edit, e.g. 0-3')
   parser.add_argument('--latent', default=None,
                       help='comma list of projected_w.npz (or encoded W+ .npz with "w")')
+  parser.add_argument('--encode', default=None,
+                      help='comma list of images to invert with --encoder and edit')
+  parser.add_argument('--encoder', default=None, help="an encoder run's workdir (for --encode)")
   parser.add_argument('--trunc', type=float, default=1.0, help='truncation psi of the seeds')
   parser.add_argument('--outdir', required=True)
   parser.add_argument('--no-video', action='store_true')
@@ -152,8 +178,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   parser.add_argument('--fps', type=float, default=30)
   args = parser.parse_args(argv)
 
-  if not args.seeds and not args.latent:
-    parser.error('give --seeds and/or --latent')
+  if not args.seeds and not args.latent and not args.encode:
+    parser.error('give --seeds, --latent and/or --encode')
+  if bool(args.encode) != bool(args.encoder):
+    parser.error('--encode and --encoder go together')
   if args.frames < 2:
     parser.error('--frames must be >= 2')
   if not args.no_video:
@@ -171,6 +199,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   for path in (args.latent or '').split(','):
     if path:
       sources += latent_sources(g, path)
+  if args.encode:
+    sources += encoded_sources(g, args.encoder, args.encode)
 
   os.makedirs(args.outdir, exist_ok=True)
   written = [os.path.join(args.outdir, 'edit.png')]
