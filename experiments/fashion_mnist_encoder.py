@@ -18,20 +18,15 @@ the encoder; G and G_ema are the source's, frozen. `gan_jax.load_encoder(workdir
 `python -m gan_jax.tools.translate` runs it on a folder of images.
 """
 
-import importlib.util
 from pathlib import Path
 
 from gan_jax import config_base
 
 
 def _fashion_mnist_config():
-  """experiments/fashion_mnist.py's config, loaded under its own module name (a nested
-  config_base.load would replace the config module ml_collections is calling)."""
-  spec = importlib.util.spec_from_file_location('fashion_mnist_generator',
-                                                Path(__file__).with_name('fashion_mnist.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  """experiments/fashion_mnist.py's config (the generator's run)."""
+  return config_base.load(str(Path(__file__).with_name('fashion_mnist.py')))
+
 
 VARIANTS = {'': '', 'down4': 'down4', 'down8': 'down8', 'mask': 'mask', 'edges': 'edges',
             'class': 'class:7>9'}

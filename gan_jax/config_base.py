@@ -20,6 +20,9 @@ shown to D), R1 strength as gamma. Keys that moved to these sections keep workin
 (gan_jax.config_compat).
 """
 
+import os
+import re
+
 import ml_collections
 
 from gan_jax import config_compat
@@ -251,7 +254,12 @@ def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   """Loads 'experiments/FILE.py[:VARIANT]' as --config would, then applies {'a.b': value} (as
   --config.a.b=value would: deprecated keys are migrated, `config_compat.migrate`)."""
   from ml_collections.config_flags import config_flags  # pylint: disable=g-import-not-at-top
-  config = config_flags.ConfigFileFlagParser(name='config', lock_config=False).parse(spec)
+  # ml_collections executes the file into the module sys.modules[name] (re-using one that
+  # exists): under --config's own name 'config', an experiment file that loads another one with
+  # this function would have its globals replaced mid-call. A name per file keeps them apart.
+  stem = re.sub(r'\W', '_', os.path.basename(spec.split(':', 1)[0]).removesuffix('.py'))
+  parser = config_flags.ConfigFileFlagParser(name=f'gan_jax_experiment_{stem}', lock_config=False)
+  config = parser.parse(spec)
   for key, value in (overrides or {}).items():
     *parents, leaf = key.split('.')
     node = config

@@ -245,3 +245,24 @@ def test_model_w_avg_beta_drives_the_tracked_average(name):
 def test_the_checked_loss_names_are_the_registrys():
   assert set(config_check.LOSSES) == set(steps.REGISTRY)
   assert set(config_check.GROWING_LOSSES) < set(steps.REGISTRY)
+
+
+def test_an_experiment_that_loads_another_keeps_its_own_globals(tmp_path):
+  """ml_collections executes a config file into an existing module of the same name: an
+  experiment that loads a base experiment with config_base.load, then calls a helper of its own,
+  must get its own helper (not the base file's), whether it is loaded by --config or by load."""
+  (tmp_path / 'base.py').write_text(
+      'from gan_jax import config_base\n'
+      'def tweak(config):\n  config.seed = 1\n  return config\n'
+      'def get_config(variant=""):\n  return config_base.get_base_config()\n')
+  (tmp_path / 'child.py').write_text(
+      'from pathlib import Path\nfrom gan_jax import config_base\n'
+      'def tweak(config):\n  config.seed = 7\n  return config\n'
+      'def get_config(variant=""):\n'
+      '  config = config_base.load(str(Path(__file__).with_name("base.py")))\n'
+      '  return tweak(config)\n')
+  assert config_base.load(str(tmp_path / 'child.py')).seed == 7
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=flag_values)
+  flag_values(['prog', f'--config={tmp_path / "child.py"}'])
+  assert flag_values.config.seed == 7
