@@ -17,17 +17,10 @@ from gan_jax import train
 from tests import numerics
 from tests.test_aot import _run_cli
 from tests.test_aot import needs_libtpu
-from tests.fake_data import write_fake_fashion_mnist
 from tests.test_train import RUNS_REL
+from tests.test_train import fake_source  # pylint: disable=unused-import (a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope='module')
-def fake_source(tmp_path_factory):
-  root = tmp_path_factory.mktemp('fmnist')
-  write_fake_fashion_mnist(root / 'src', n_train=48, n_test=8)
-  return root
 
 
 def _config(fake_source):
