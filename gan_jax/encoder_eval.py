@@ -108,7 +108,8 @@ def project_all(e: encoder_lib.LoadedEncoder, targets: np.ndarray, inputs: np.nd
       mask = (np.abs(inputs[i:i + 1] - targets[i:i + 1]).max(-1, keepdims=True) < 1e-6)
       mask = mask.astype(np.float32)
     t0 = time.time()
-    p = projector.project(g, target, mask, cfg, distance, class_idx=int(labels[i]) if g.c_dim else None)
+    class_idx = int(labels[i]) if g.c_dim else None
+    p = projector.project(g, target, mask, cfg, distance, class_idx=class_idx)
     seconds.append(time.time() - t0)
     out.append(projector.render(g, p.ws[-1:], p.noise))
   return np.concatenate(out), float(np.mean(seconds[1:] if len(seconds) > 1 else seconds))

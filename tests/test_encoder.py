@@ -209,8 +209,8 @@ def test_translate_and_edit_command_lines(run, tmp_path):
   ws = np.load(tmp_path / 'out' / 'encoded_w.npz')['w']
   x = (images[..., None].astype(np.float32) - 128) / 127.5
   np.testing.assert_allclose(ws, e(x), atol=1e-5)
-  np.testing.assert_array_equal(grid[32:64, 32:64], to_uint8(e.generator.synthesis(ws[1:2]))[0,
-                                                                                             ..., 0])
+  rendered = to_uint8(e.generator.synthesis(ws[1:2]))[0, ..., 0]
+  np.testing.assert_array_equal(grid[32:64, 32:64], rendered)
   with pytest.raises(cli_errors.UserError, match="trained for 'invert'"):
     translate.main(['--workdir', str(root / 'run'), '--task', 'down4', '--input', str(folder),
                     '--outdir', str(tmp_path / 'x')])

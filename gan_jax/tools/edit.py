@@ -154,8 +154,9 @@ def edit_strip(g: loading.LoadedGenerator, source: Source, step: np.ndarray,
 
 def main(argv: Optional[Sequence[str]] = None) -> list[str]:
   """Runs the command line; returns the paths written."""
-  parser = argparse.ArgumentParser(prog='python -m gan_jax.tools.edit',
-                                   description='Edit seeds, projected or encoded images along a direction.')
+  parser = argparse.ArgumentParser(
+      prog='python -m gan_jax.tools.edit',
+      description='Edit seeds, projected or encoded images along a direction.')
   cli.add_generator_args(parser)
   parser.add_argument('--directions', required=True, help='file of gan_jax.tools.directions')
   parser.add_argument('--direction', required=True, help='its name in the file')
