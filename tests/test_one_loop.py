@@ -194,8 +194,8 @@ def test_registry_picks_the_step_from_the_loss():
   assert steps.name_for(progan) == 'wgan_gp'
   assert steps.name_for(style) == 'nonsaturating'
   fixed.loss.name = 'hinge'
-  with pytest.raises(ValueError, match="names no train step; known: nonsaturating, stylegan2, "
-                     'wgan_gp'):
+  with pytest.raises(ValueError, match='names no train step; known: encoder, nonsaturating, '
+                     'stylegan2, wgan_gp'):
     steps.make(fixed, None, None, 0)
 
 
