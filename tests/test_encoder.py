@@ -23,6 +23,7 @@ from gan_jax.data import pipeline
 from gan_jax.images import to_uint8
 from gan_jax.models import encoder as encoder_model
 from gan_jax.tools import directions
+from gan_jax.tools import directions_labels
 from gan_jax.tools import edit
 from gan_jax.tools import translate
 from tests import tiny_generator
@@ -227,3 +228,23 @@ def test_translate_and_edit_command_lines(run, tmp_path):
   np.testing.assert_array_equal(strip[32:, :32], to_uint8(e.generator.synthesis(ws[2:3]))[0,
                                                                                           ..., 0])
   assert np.abs(strip[:32, 64:].astype(int) - strip[:32, :32]).max() > 10  # edited
+
+
+def test_directions_labelled_by_the_data_through_the_encoder(run, tmp_path):
+  """`directions labels`: the dataset's own labels on encoded real images (no conditional G)
+  give a unit direction pointing from class A's encoded ws to class B's; bad input refused."""
+  root, overrides, _ = run
+  dirs = tmp_path / 'dirs.npz'
+  args = ['labels', '--checkpoint', overrides['init.source'], '--out', str(dirs), '--samples',
+          '200', '--encoder', str(root / 'run'), '--per_class', '4', '--pair']
+  table = directions.main(args + ['0,1'])
+  i = directions.lookup(table, '0->1')
+  assert table['method'][i] == 'labels'
+  d = table['directions'][i].astype(np.float64)
+  np.testing.assert_allclose(np.linalg.norm(d), 1.0, rtol=1e-5)
+  e = gan_jax.load_encoder(root / 'run')
+  x, y = directions_labels.encoded_sides(e, (0, 1), 4, 'train')
+  assert len(x) == 8 and (y == 1).sum() == 4
+  assert (x[y == 1].mean(axis=0) - x[y == 0].mean(axis=0)) @ d > 0  # from A towards B
+  with pytest.raises(cli_errors.UserError, match='two different labels'):
+    directions.main(args + ['2,2'])

@@ -5,6 +5,8 @@
   python -m gan_jax.tools.directions class --workdir runs/fmnist_cond --out dirs.npz   # k vs rest
   python -m gan_jax.tools.directions classifier --workdir runs/faces --out dirs.npz \
       --classifier my_module:smiling --name smile [--fraction 0.2]
+  python -m gan_jax.tools.directions labels --workdir runs/fmnist --out dirs.npz \
+      --encoder runs/enc --pair 7,9              # the dataset's labels, through an encoder
   python -m gan_jax.tools.directions orthogonalise --out dirs.npz --direction smile --against age
   python -m gan_jax.tools.directions show --out dirs.npz
 
@@ -31,8 +33,9 @@ gets uniformly random classes (or --class) for pca and classifier.
     along a' changes b's attribute's linear score not at all (on the sampled ws), so e.g. age can
     move with the smile held.
 
-Labelling through an encoder (the dataset's labels on the encoded real images) is not here yet:
-it needs the image encoder of issue 19, point 2.
+  labels (InterFaceGAN labelled by the dataset's own labels, through an encoder run): the real
+    images of two labels inverted by the encoder, a logistic regression between their ws
+    (gan_jax/tools/directions_labels.py).
 
 W and W+. Every direction is a vector in W (w_dim); an edit adds it to the ws of a chosen layer
 range (GANSpace's layer-wise edits; `--layers` here stores a default range, `edit --layers`
@@ -41,7 +44,8 @@ same way, each of its selected ws moved along the direction.
 
 The file (.npz, read with `load`):
   names (K,) str; directions (K, w_dim) float32 unit vectors; method (K,) str: 'pca', 'class',
-  'classifier', 'orthogonalised'; layers (K,) str: the default ws range ('all' or e.g. '0-3');
+  'classifier', 'labels', 'orthogonalised'; layers (K,) str: the default ws range ('all' or
+  e.g. '0-3');
   sigma (K,): the standard deviation of the sampled ws along the direction, the unit of an
   edit's strength (from the file's statistics: one unit for all its directions); offset (K,):
   the mean of (w - w_avg) along it; span (K,): for the supervised
@@ -68,7 +72,7 @@ from gan_jax import cli_errors
 from gan_jax.tools import cli
 from gan_jax.tools import loading
 
-METHODS = ('pca', 'class', 'classifier', 'orthogonalised')
+METHODS = ('pca', 'class', 'classifier', 'labels', 'orthogonalised')
 _PER_DIRECTION = ('names', 'directions', 'method', 'layers', 'sigma', 'offset', 'span',
                   'accuracy', 'explained_variance', 'info')
 
@@ -332,7 +336,7 @@ def describe(table: dict) -> str:
 # The command line.
 
 
-def _layers(spec: Optional[str], g: loading.LoadedGenerator) -> str:
+def layers_of(spec: Optional[str], g: loading.LoadedGenerator) -> str:
   if spec is None or spec == 'all':
     return 'all'
   from gan_jax.tools import style_mixing  # pylint: disable=g-import-not-at-top
@@ -341,16 +345,16 @@ def _layers(spec: Optional[str], g: loading.LoadedGenerator) -> str:
 
 
 def _run_pca(g, args) -> tuple[dict, list[dict]]:
-  classes = _classes(g, args)
+  classes = classes_of(g, args)
   ws = sample_ws(g, args.samples, args.seed, args.trunc, classes)
   stats = statistics(g, ws)
   axes, shares = pca_directions(ws, args.components)
   info = f'{args.samples} samples, seed {args.seed}, psi {args.trunc}'
-  return stats, [entry(stats, f'{args.prefix}{i}', axes[i], 'pca', _layers(args.layers, g),
+  return stats, [entry(stats, f'{args.prefix}{i}', axes[i], 'pca', layers_of(args.layers, g),
                        info, explained=float(shares[i])) for i in range(len(axes))]
 
 
-def _classes(g, args) -> Optional[np.ndarray]:
+def classes_of(g, args) -> Optional[np.ndarray]:
   if not g.c_dim:
     cli.class_label(g, args.class_idx)  # warns about an ignored --class
     return None
@@ -387,7 +391,7 @@ def _run_class(g, args) -> tuple[dict, list[dict]]:
       x = np.concatenate([per_class[neg], per_class[pos]])
     y = np.concatenate([np.zeros(n, np.int64), np.ones(n, np.int64)])
     direction, accuracy = linear_direction(x, y, args.seed)
-    e = entry(stats, name, direction, 'class', _layers(args.layers, g),
+    e = entry(stats, name, direction, 'class', layers_of(args.layers, g),
               f'{n} zs per class, seed {args.seed}, psi {args.trunc}, classes '
               f'{"rest" if neg is None else neg}->{pos}', accuracy=accuracy)
     e['span'] = span(x, y, direction, e['sigma'])
@@ -399,11 +403,11 @@ def _run_classifier(g, args) -> tuple[dict, list[dict]]:
   if not args.classifier or not args.name:
     raise cli_errors.UserError('classifier needs --classifier module:function and --name')
   fn = load_classifier(args.classifier)
-  ws = sample_ws(g, args.samples, args.seed, args.trunc, _classes(g, args))
+  ws = sample_ws(g, args.samples, args.seed, args.trunc, classes_of(g, args))
   stats = statistics(g, ws)
   x, y = classify(g, fn, ws, args.fraction)
   direction, accuracy = linear_direction(x, y, args.seed)
-  e = entry(stats, args.name, direction, 'classifier', _layers(args.layers, g),
+  e = entry(stats, args.name, direction, 'classifier', layers_of(args.layers, g),
             f'{args.classifier} on {args.samples} samples (fraction {args.fraction}), seed '
             f'{args.seed}, psi {args.trunc}', accuracy=accuracy)
   e['span'] = span(x, y, direction, e['sigma'])
@@ -443,6 +447,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   p.add_argument('--against', required=True, help='comma list: removed one after the other')
   p.add_argument('--name', default=None, help='default: <direction>|<against>')
   sub.add_parser('show', parents=[common], help='list the file\'s directions')
+  from gan_jax.tools import directions_labels  # pylint: disable=g-import-not-at-top (a cycle)
+  directions_labels.add_parser(sub, [common, sampled])
   args = parser.parse_args(argv)
 
   if args.command in ('orthogonalise', 'show'):
@@ -470,8 +476,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     g = cli.load_generator(parser, args)
     if not g.family.w_space:
       raise cli_errors.UserError(f'a {g.family.title} generator has no W space to edit in')
-    stats, entries = {'pca': _run_pca, 'class': _run_class,
-                      'classifier': _run_classifier}[args.command](g, args)
+    stats, entries = {'pca': _run_pca, 'class': _run_class, 'classifier': _run_classifier,
+                      'labels': directions_labels.run}[args.command](g, args)
     table = load(args.out) if os.path.exists(args.out) else None
     if table is not None:  # one unit per file: sigma from the file's statistics
       entries = [restat(e, table) for e in entries]
