@@ -70,6 +70,7 @@ import numpy as np
 
 from gan_jax import cli_errors
 from gan_jax.tools import cli
+from gan_jax.tools import directions_labels
 from gan_jax.tools import loading
 
 METHODS = ('pca', 'class', 'classifier', 'labels', 'orthogonalised')
@@ -414,6 +415,23 @@ def _run_classifier(g, args) -> tuple[dict, list[dict]]:
   return stats, [e]
 
 
+def _run_labels(g, args) -> tuple[dict, list[dict]]:
+  pair = tuple(int(p) for p in args.pair.split(','))
+  if len(pair) != 2 or pair[0] == pair[1] or min(pair) < 0 or args.per_class < 2:
+    raise cli_errors.UserError(f'--pair must be two different labels A,B (got {args.pair}) and '
+                               f'--per_class >= 2 (got {args.per_class})')
+  e = directions_labels.inversion_encoder(args.encoder, g)
+  stats = statistics(g, sample_ws(g, args.samples, args.seed, args.trunc, classes_of(g, args)))
+  x, y = directions_labels.encoded_sides(e, pair, args.per_class, args.split)
+  direction, accuracy = linear_direction(x, y, args.seed)
+  row = entry(stats, args.name or f'{pair[0]}->{pair[1]}', direction, 'labels',
+              layers_of(args.layers, g), f'{int((y == 0).sum())} + {int((y == 1).sum())} '
+              f'{args.split} images of labels {pair[0]}->{pair[1]} encoded by {args.encoder}',
+              accuracy=accuracy)
+  row['span'] = span(x, y, direction, row['sigma'])
+  return stats, [row]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
   """Runs the command line; returns the directions table written."""
   parser = argparse.ArgumentParser(prog='python -m gan_jax.tools.directions',
@@ -447,8 +465,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   p.add_argument('--against', required=True, help='comma list: removed one after the other')
   p.add_argument('--name', default=None, help='default: <direction>|<against>')
   sub.add_parser('show', parents=[common], help='list the file\'s directions')
-  from gan_jax.tools import directions_labels  # pylint: disable=g-import-not-at-top (a cycle)
-  directions_labels.add_parser(sub, [common, sampled])
+  p = sub.add_parser('labels', parents=[common, sampled],
+                     help="InterFaceGAN labelled by the dataset's labels, through an encoder")
+  p.add_argument('--encoder', required=True, help="an inversion encoder run's workdir")
+  p.add_argument('--pair', required=True, help='A,B: the dataset labels of the two sides')
+  p.add_argument('--per_class', type=int, default=500, help='real images of each class')
+  p.add_argument('--split', default='train', help="the encoder run's dataset split to read")
+  p.add_argument('--name', default=None, help='default A->B')
   args = parser.parse_args(argv)
 
   if args.command in ('orthogonalise', 'show'):
@@ -477,7 +500,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if not g.family.w_space:
       raise cli_errors.UserError(f'a {g.family.title} generator has no W space to edit in')
     stats, entries = {'pca': _run_pca, 'class': _run_class, 'classifier': _run_classifier,
-                      'labels': directions_labels.run}[args.command](g, args)
+                      'labels': _run_labels}[args.command](g, args)
     table = load(args.out) if os.path.exists(args.out) else None
     if table is not None:  # one unit per file: sigma from the file's statistics
       entries = [restat(e, table) for e in entries]
