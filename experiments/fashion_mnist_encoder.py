@@ -35,37 +35,11 @@ VARIANTS = {'': '', 'down4': 'down4', 'down8': 'down8', 'mask': 'mask', 'edges':
 def get_config(variant: str = ''):
   config = _fashion_mnist_config()
   config.model.conditional = True
-  config.loss.name = 'encoder'
-  config.init.source = 'runs/fmnist_cond'
-  config.encoder.channels = 32
-  config.encoder.max_channels = 128
-  config.encoder.lr = 0.001
-  config.encoder.pixel_weight = 1.0
-  config.encoder.perceptual_weight = 0.0  # the Inception distance is ~50x a step's cost on a CPU
-  config.encoder.w_reg_weight = 0.01
-  config.schedule.batch_size = 16
-  config.schedule.kimg = 16.0  # 1000 steps
-  config.checkpoint.every_steps = 250
-  config.log.every_steps = 50
-  config.log.image_every_steps = 250
+  config_base.apply_encoder_run(config, 'runs/fmnist_cond')
   if variant == 'tiny':
-    return apply_tiny(config)
+    return config_base.apply_encoder_tiny(config)
   if variant not in VARIANTS:
     raise ValueError(f'Unknown variant {variant!r} of fashion_mnist_encoder.py (known: '
                      f'{", ".join(v for v in VARIANTS if v)}, tiny).')
   config.encoder.degradations = VARIANTS[variant]
-  return config
-
-
-def apply_tiny(config):
-  """Seconds on a CPU: the tests' tiny generator (tests/tiny_generator.py: 32x32x1, z and w 16,
-  channels 16, unconditional), an 8-channel encoder, 10 steps of 8. init.source has no default:
-  give the tiny generator's export or workdir."""
-  config_base.apply_tiny(config)
-  config.model.conditional = False
-  config.model.channel_max = 16
-  config.init.source = ''
-  config.encoder.channels = 8
-  config.encoder.max_channels = 16
-  config.encoder.lr = 0.003
   return config

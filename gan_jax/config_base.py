@@ -250,6 +250,42 @@ def apply_tiny(config: ml_collections.ConfigDict, z_dim: int = 16, kimg: float =
   return config
 
 
+def apply_encoder_run(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
+  """An encoder run (gan_jax/encoder_step.py) into the generator `config` describes, trained at
+  `source`: the CPU-sized encoder and schedule the experiments' *_encoder.py files share (pixel
+  loss + W regulariser; the Inception distance is ~50x a step's cost on a CPU, so it is off)."""
+  config.loss.name = 'encoder'
+  config.init.source = source
+  config.encoder.channels = 32
+  config.encoder.max_channels = 128
+  config.encoder.lr = 0.001
+  config.encoder.pixel_weight = 1.0
+  config.encoder.perceptual_weight = 0.0
+  config.encoder.w_reg_weight = 0.01
+  config.schedule.batch_size = 16
+  config.schedule.kimg = 16.0  # 1000 steps
+  config.checkpoint.every_steps = 250
+  config.log.every_steps = 50
+  config.log.image_every_steps = 250
+  return config
+
+
+def apply_encoder_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The :tiny variant of an encoder run: the tests' tiny generator (tests/tiny_generator.py:
+  32x32x1, z and w 16, channels 16, unconditional), an 8-channel encoder, 10 steps of 8.
+  init.source has no default: give the tiny generator's export or workdir."""
+  data_name = config.data.name
+  apply_tiny(config)
+  config.data.name = data_name
+  config.model.conditional = False
+  config.model.channel_max = 16
+  config.init.source = ''
+  config.encoder.channels = 8
+  config.encoder.max_channels = 16
+  config.encoder.lr = 0.003
+  return config
+
+
 def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
   """Loads 'experiments/FILE.py[:VARIANT]' as --config would, then applies {'a.b': value} (as
   --config.a.b=value would: deprecated keys are migrated, `config_compat.migrate`)."""
