@@ -8,9 +8,12 @@
   identically is compiled once.
 """
 
+import logging
 import os
 import shutil
 import tempfile
+
+import pytest
 
 _flags = os.environ.get('XLA_FLAGS', '')
 if '--xla_force_host_platform_device_count' not in _flags:
@@ -44,6 +47,16 @@ _HEAVY_FIRST = ('test_multiprocess.py', 'test_kill_resume.py', 'test_fsdp.py', '
 def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
   rank = {name: i for i, name in enumerate(_HEAVY_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a file
+
+
+@pytest.fixture(autouse=True)
+def _keep_absl_log_level():
+  """A command's main() run in-process (prepare.main sets absl's verbosity to WARNING) must not
+  silence the INFO lines that later tests of the same worker read through caplog."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  yield
+  absl_logger.setLevel(level)
 
 
 def pytest_unconfigure(config):  # pylint: disable=unused-argument

@@ -241,7 +241,7 @@ def test_real_run_damaged_checkpoints_and_a_failed_start(fake_source, tmp_path, 
   assert sorted(p.name[:2] for p in (workdir / 'checkpoints.damaged').iterdir()) == ['4-', '6-']
   (workdir / 'config.json').write_text(saved_config)
   caplog.clear()
-  caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger='absl')  # whatever verbosity earlier code set
   state = train.train_and_evaluate(tiny_config(fake_source, **overrides), str(workdir),
                                    devices=one)
   assert 'Start from workdir checkpoint at step 2 ' in caplog.text
