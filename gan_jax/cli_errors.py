@@ -115,11 +115,32 @@ def run(main: Callable[..., Any], absl_flags: bool = False) -> NoReturn:
   sys.exit(status if isinstance(status, int) else 0)
 
 
+# --config.KEY=None overrides, by config flag name: ml_collections parses an override with the
+# field's type ('could not convert string to float: None' for augment.target), so they are taken
+# out of argv before absl parses it and set on the loaded config by `config_flag`.
+_NONE_OVERRIDES: dict[str, list[str]] = {}
+
+
+def _take_none_overrides(argv: list[str]) -> list[str]:
+  """argv without its --NAME.KEY=None arguments, which are kept in _NONE_OVERRIDES."""
+  rest = []
+  for arg in argv:
+    match = re.fullmatch(r'--(\w+)\.([\w.]+)=None', arg)
+    if match and rest:  # (argv[0] is the program)
+      _NONE_OVERRIDES.setdefault(match.group(1), []).append(match.group(2))
+    else:
+      rest.append(arg)
+  return rest
+
+
 def _parse_absl_flags(argv: list[str], show_traceback: bool) -> list[str]:
   """absl's flag parsing with its errors (and ml_collections' unknown --config.KEY overrides) as
   one line instead of a usage dump or a traceback."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
+    argv = _take_none_overrides(argv)
+    if sys.argv[1:] and sys.argv[0] == argv[0]:
+      sys.argv[:] = argv  # ml_collections reads the --config.KEY overrides from sys.argv too
     return flags.FLAGS(argv)
   except flags.Error as error:
     if show_traceback:
@@ -169,7 +190,8 @@ def _unknown_key(error: BaseException, argv: list[str]) -> str:
 def config_flag(name: str = 'config') -> Any:
   """The value of an ml_collections config-file flag. That library defers a failure to load the
   file to the first use of the config (as a chained traceback); this raises it as a UserError
-  naming the file instead."""
+  naming the file instead. --NAME.KEY=None overrides (which ml_collections cannot parse for a
+  typed field) are set here."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   value = flags.FLAGS[name].value
@@ -178,4 +200,13 @@ def config_flag(name: str = 'config') -> Any:
   except OSError as error:
     path = config_flags.get_config_filename(flags.FLAGS[name])
     raise UserError(_unloadable_config(name, path, error)) from error
+  for key in _NONE_OVERRIDES.get(name, ()):  # --config.KEY=None
+    *parents, leaf = key.split('.')
+    node = value
+    for part in parents + [leaf]:
+      if not hasattr(node, 'keys') or part not in node:
+        raise UserError(f'--{name}.{key}=None: the config has no key {key!r}.')
+      if part != leaf:
+        node = node[part]
+    node[leaf] = None
   return value

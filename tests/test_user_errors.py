@@ -72,6 +72,20 @@ def test_unknown_override_key_and_bad_flag_are_one_line(tmp_path):
   assert '--workdir' in line
 
 
+def test_none_override_reaches_the_config(tmp_path):
+  """--config.augment.target=None (a float field: ml_collections alone fails to parse 'None')
+  sets None: the config check then judges a fixed p of 0 with augmentation on."""
+  line = _error_line(_cli('gan_jax.main', *_tiny('--config.augment.pipe=bgc',
+                                                 '--config.augment.target=None',
+                                                 '--config.augment.p=0'),
+                          '--workdir', str(tmp_path / 'w')))
+  assert 'config.augment.p=0' in line and 'fixed p' in line
+  line = _error_line(_cli('gan_jax.main', *_tiny('--config.augment.targett=None'), '--workdir',
+                          str(tmp_path / 'w')))
+  assert "--config.augment.targett=None: the config has no key 'augment.targett'" in line
+  assert not (tmp_path / 'w').exists()
+
+
 def test_verbose_switch_shows_the_traceback(tmp_path):
   # (--verbose_errors does the same: test_run_prints_user_errors_as_one_line_and_keeps_bugs.)
   result = _cli('gan_jax.main', *_tiny('--config.schedule.kimg=inf'), '--workdir',
